@@ -1,0 +1,347 @@
+"""The broker: hands each user fresh tokens for their connections.
+
+It is the only refresher of the token store, so refresh is single-flight per
+(user, connection) and rotating refresh tokens never race.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx2
+
+from ..core.connections import ConnectionSpec
+from ..core.errors import AccessDenied, ConfigError, ConnAuthError, IdPUnavailable
+from ..core.flavours import Flavour, detect_flavour
+from ..core.tokens import REASON_TEXT, Flow, StoredToken, TokenRecord
+from .config import ConnAuth
+from .fixes import fix_for
+from .flows import ConsentFlows, FlowStart
+from .idp import IdPClient, OAuthProtocolError
+from .registry import ConnectionRegistry
+from .store import TokenStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TokenGrant:
+    """A usable access token for one user and connection."""
+
+    connection: str
+    access_token: str
+    expires_at: float | None
+    token_type: str
+    identity: str | None
+    warning: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"TokenGrant(connection={self.connection!r}, expires_at={self.expires_at!r})"
+
+    def to_json(self) -> dict[str, Any]:
+        out = {
+            "status": "ok",
+            "connection": self.connection,
+            "access_token": self.access_token,
+            "token_type": self.token_type,
+            "expires_at": self.expires_at,
+            "identity": self.identity,
+            "warning": self.warning,
+        }
+        out.update(self.extra)
+        return out
+
+
+class Broker:
+    def __init__(
+        self,
+        config: ConnAuth,
+        store: TokenStore,
+        *,
+        redirect_uri: str,
+        transport: httpx2.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.redirect_uri = redirect_uri
+        if not config.discovery_url:
+            self.config_error: ConfigError | None = ConfigError(
+                "c.ConnAuth.discovery_url",
+                "not set",
+                "set it (or JUPYTER_CONNAUTH_DISCOVERY_URL) to your IdP's "
+                "/.well-known/openid-configuration URL",
+            )
+        elif not config.client_id:
+            self.config_error = ConfigError(
+                "c.ConnAuth.client_id",
+                "not set",
+                "set it (or JUPYTER_CONNAUTH_CLIENT_ID) to the IdP app's client id",
+            )
+        else:
+            self.config_error = None
+        self.flavour: Flavour = detect_flavour(config.discovery_url)
+        self.idp = IdPClient(
+            config.discovery_url,
+            config.client_id,
+            config.client_secret,
+            timeout=config.http_timeout,
+            transport=transport,
+        )
+        self.registry = ConnectionRegistry(
+            config.connections, self.flavour, store, allow_api=config.allow_api_connections
+        )
+        self.flows = ConsentFlows(
+            self.idp,
+            store,
+            redirect_uri=redirect_uri,
+            identity_scopes=list(config.identity_scopes),
+            authorize_params={str(k): str(v) for k, v in config.authorize_params.items()},
+            ttl=config.flow_ttl,
+        )
+        self._inflight: dict[tuple[str, str], asyncio.Task[TokenGrant | FlowStart]] = {}
+
+    def set_redirect_uri(self, uri: str) -> None:
+        self.redirect_uri = self.flows.redirect_uri = uri
+
+    async def aclose(self) -> None:
+        await self.idp.aclose()
+        self.store.close()
+
+    def _check_config(self) -> None:
+        if self.config_error is not None:
+            raise self.config_error
+
+    def connection(self, name: str) -> ConnectionSpec:
+        return self.registry.get(name)
+
+    # -- tokens ------------------------------------------------------------------
+    async def token(self, user: str, name: str) -> TokenGrant | FlowStart:
+        """A fresh token, or a started consent flow saying why consent is needed."""
+        self._check_config()
+        spec = self.connection(name)
+        stored = self.store.get_token(user, name)
+        reason = self._consent_reason(user, spec, stored)
+        if reason is not None:
+            return await self.flows.start(user, spec, reason)
+        assert stored is not None and stored.record is not None
+        record = stored.record
+        if not record.expires_within(self.config.refresh_leeway):
+            return self._grant(spec, record)
+        key = (user, name)
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._refresh(user, spec))
+            self._inflight[key] = task
+            task.add_done_callback(lambda _t: self._inflight.pop(key, None))
+        return await asyncio.shield(task)
+
+    def _consent_reason(
+        self, user: str, spec: ConnectionSpec, stored: StoredToken | None
+    ) -> str | None:
+        if stored is None:
+            return "first_use"
+        if stored.fingerprint != spec.fingerprint:
+            if stored.record is not None:
+                self.store.drop_token(user, spec.name, "scopes_changed")
+            return "scopes_changed"
+        if stored.record is None:
+            return stored.reason or "first_use"
+        record = stored.record
+        if record.expires_within(0) and not record.refresh_token:
+            self.store.drop_token(user, spec.name, "refresh_expired")
+            return "refresh_expired"
+        return None
+
+    def _grant(
+        self, spec: ConnectionSpec, record: TokenRecord, warning: str | None = None
+    ) -> TokenGrant:
+        return TokenGrant(
+            connection=spec.name,
+            access_token=record.access_token,
+            expires_at=record.expires_at,
+            token_type=record.token_type,
+            identity=record.display_identity,
+            warning=warning,
+        )
+
+    async def _refresh(self, user: str, spec: ConnectionSpec) -> TokenGrant | FlowStart:
+        # Re-read: another refresher may have finished between our read and now.
+        stored = self.store.get_token(user, spec.name)
+        reason = self._consent_reason(user, spec, stored)
+        if reason is not None:
+            return await self.flows.start(user, spec, reason)
+        assert stored is not None and stored.record is not None
+        old = stored.record
+        if not old.expires_within(self.config.refresh_leeway):
+            return self._grant(spec, old)
+        if not old.refresh_token:
+            return self._grant(spec, old)  # still valid for a little while; no way to renew
+        scope = list(old.scope) if old.scope else list(self.flows.requested_scopes(spec))
+        extra = {"resource": spec.resource} if spec.resource else {}
+        try:
+            resp = await self.idp.refresh(refresh_token=old.refresh_token, scope=scope, extra=extra)
+        except OAuthProtocolError as e:
+            if e.error == "invalid_grant":
+                why = "refresh_expired" if "expir" in (e.description or "") else "grant_revoked"
+                self.store.drop_token(user, spec.name, why)
+                log.info(
+                    "jupyter-connauth: %s for %s of user %s: consent needed",
+                    e.error,
+                    spec.name,
+                    user,
+                )
+                return await self.flows.start(user, spec, why)
+            fix = fix_for(e.error, e.description, redirect_uri=self.redirect_uri)
+            return self._refresh_failed(
+                spec,
+                old,
+                ConnAuthError(
+                    f"The IdP refused to refresh the token for {spec.name!r} ({e.error}).",
+                    fix or "check the IdP app's configuration",
+                    code=e.error if e.error.isidentifier() else "idp_error",
+                ),
+            )
+        except IdPUnavailable as e:
+            return self._refresh_failed(spec, old, e)
+        record = TokenRecord(
+            access_token=resp.access_token,
+            expires_at=resp.expires_at,
+            refresh_token=resp.refresh_token or old.refresh_token,
+            token_type=resp.token_type,
+            scope=resp.scope or old.scope,
+            identity=old.identity,
+        )
+        self.store.put_token(user, spec.name, spec.fingerprint, record)
+        log.debug("jupyter-connauth: refreshed %s for user %s", spec.name, user)
+        return self._grant(spec, record)
+
+    def _refresh_failed(
+        self, spec: ConnectionSpec, old: TokenRecord, err: ConnAuthError
+    ) -> TokenGrant:
+        """Keep the stored token. Hand it out while it is still valid, else raise."""
+        log.warning("jupyter-connauth: refresh of %s failed: %s", spec.name, err.message)
+        if not old.expires_within(0):
+            return self._grant(
+                spec, old, warning=f"{err.message} Using the current token until it expires."
+            )
+        raise err
+
+    async def authorize(self, user: str, name: str, reason: str = "user_request") -> FlowStart:
+        self._check_config()
+        spec = self.connection(name)
+        return await self.flows.start(user, spec, reason)
+
+    def flow_status(self, user: str, flow_id: str) -> Flow:
+        flow = self.store.get_flow(flow_id)
+        if flow is None or flow.user != user:
+            raise AccessDenied(
+                "No such consent flow for you.",
+                "start the authorization again",
+                code="unknown_flow",
+            )
+        if flow.status == "pending" and flow.expires_at < time.time():
+            flow.status = "failed"
+            flow.error = "expired_state"
+            flow.message = "The consent flow expired before it was completed."
+            flow.fix = "start the authorization again and finish it within the time limit"
+        return flow
+
+    async def callback(self, params: Mapping[str, str], caller: str | None) -> Flow:
+        return await self.flows.callback(params, caller=caller, spec_for=self.connection)
+
+    async def revoke(self, user: str, name: str) -> dict[str, Any]:
+        spec = self.connection(name)
+        stored = self.store.get_token(user, name)
+        had = stored is not None and stored.record is not None
+        revoked_at_idp = False
+        if had:
+            assert stored is not None and stored.record is not None
+            record = stored.record
+            self.store.drop_token(user, name, "revoked")
+            if self.config_error is None:
+                try:
+                    if record.refresh_token:
+                        revoked_at_idp = await self.idp.revoke(
+                            record.refresh_token, "refresh_token"
+                        )
+                    else:
+                        revoked_at_idp = await self.idp.revoke(record.access_token, "access_token")
+                except ConnAuthError as e:
+                    log.warning("jupyter-connauth: revocation at the IdP failed: %s", e.message)
+        return {"connection": spec.name, "revoked": had, "revoked_at_idp": revoked_at_idp}
+
+    # -- status ------------------------------------------------------------------
+    def status(self, user: str, name: str) -> dict[str, Any]:
+        try:
+            spec = self.connection(name)
+        except ConfigError as e:
+            return {
+                "name": name,
+                "status": "error",
+                "error": e.code,
+                "message": e.message,
+                "fix": e.fix,
+            }
+        out = spec.public_dict()
+        stored = self.store.get_token(user, name)
+        if self.config_error is not None:
+            out.update(status="error", **self.config_error.to_json())
+            return out
+        reason: str | None
+        if stored is None:
+            reason = "first_use"
+        elif stored.fingerprint != spec.fingerprint:
+            reason = "scopes_changed"
+        elif stored.record is None:
+            reason = stored.reason or "first_use"
+        elif stored.record.expires_within(0) and not stored.record.refresh_token:
+            reason = "refresh_expired"
+        else:
+            reason = None
+        if reason is not None:
+            out.update(
+                status="consent_required",
+                reason=reason,
+                reason_text=REASON_TEXT.get(reason, reason),
+            )
+            return out
+        assert stored is not None and stored.record is not None
+        rec = stored.record
+        out.update(
+            status="authorized",
+            authorized_as=rec.display_identity,
+            expires_at=rec.expires_at,
+            granted_scopes=list(rec.scope) if rec.scope is not None else None,
+            refreshable=bool(rec.refresh_token),
+        )
+        return out
+
+    def statuses(self, user: str) -> list[dict[str, Any]]:
+        return [self.status(user, name) for name in self.registry.names()]
+
+    # -- connections defined through the API -------------------------------------
+    def create_connection(self, name: str, raw: Mapping[str, Any]) -> ConnectionSpec:
+        return self.registry.create(name, raw)
+
+    def update_connection(self, name: str, raw: Mapping[str, Any]) -> tuple[ConnectionSpec, int]:
+        spec, changed = self.registry.update(name, raw)
+        dropped = self.store.drop_connection_tokens(name, "scopes_changed") if changed else 0
+        return spec, dropped
+
+    def delete_connection(self, name: str) -> None:
+        self.registry.delete(name)
+
+    def store_private_key(self, name: str, pem: bytes) -> None:
+        spec = self.connection(name)
+        if spec.source != "api":
+            raise AccessDenied(
+                f"Connection {name!r} is configured by the admin; its key comes from the config.",
+                "set private_key_path or private_key_env in c.ConnAuth.connections",
+            )
+        self.store.put_secret(f"connection:{name}:private_key", pem)

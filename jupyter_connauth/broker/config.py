@@ -1,0 +1,116 @@
+"""``c.ConnAuth.*``: the broker's configuration, shared by every host of the broker."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from jupyter_core.paths import jupyter_data_dir
+from traitlets import Bool, Dict, Float, List, Unicode, default
+from traitlets.config import Configurable
+
+
+class ConnAuth(Configurable):
+    """Per-user OAuth for data connectors.
+
+    Example ``jupyter_server_config.py``::
+
+        c.ConnAuth.discovery_url = "https://login.example.com/.well-known/openid-configuration"
+        c.ConnAuth.client_id = "jupyter"
+        # the secret from JUPYTER_CONNAUTH_CLIENT_SECRET
+        c.ConnAuth.connections = {
+            "sales": {"connector": "bigquery", "project": "acme-sales"},
+        }
+    """
+
+    discovery_url = Unicode(
+        help="""OpenID discovery URL of the IdP (ends in /.well-known/openid-configuration).
+        A login.microsoftonline.com URL selects the Azure flavour and its default scopes.
+        Default: $JUPYTER_CONNAUTH_DISCOVERY_URL.""",
+    ).tag(config=True)
+
+    @default("discovery_url")
+    def _default_discovery_url(self) -> str:
+        return os.environ.get("JUPYTER_CONNAUTH_DISCOVERY_URL", "")
+
+    client_id = Unicode(help="The IdP app's client id. Default: $JUPYTER_CONNAUTH_CLIENT_ID.").tag(
+        config=True
+    )
+
+    @default("client_id")
+    def _default_client_id(self) -> str:
+        return os.environ.get("JUPYTER_CONNAUTH_CLIENT_ID", "")
+
+    client_secret = Unicode(
+        help="""The IdP app's client secret (empty for a public client, which then relies on
+        PKCE alone). Default: $JUPYTER_CONNAUTH_CLIENT_SECRET.""",
+    ).tag(config=True)
+
+    @default("client_secret")
+    def _default_client_secret(self) -> str:
+        return os.environ.get("JUPYTER_CONNAUTH_CLIENT_SECRET", "")
+
+    connections = Dict(
+        help="""Connections by name. Each is a dict with 'connector' (bigquery | databricks |
+        snowflake), the data-source parameters (bigquery: project; databricks:
+        server_hostname, http_path; snowflake: account, warehouse, database, role),
+        'auth' (oauth | oauth-jwt | on-behalf-of | token-exchange; default oauth),
+        'scopes' (default: the template for the connector and IdP flavour), optionally
+        'resource' (RFC 8707 resource indicator) and 'driver_options'.
+        Connections from config are read-only in the UI and the API.""",
+    ).tag(config=True)
+
+    public_url = Unicode(
+        help="""Public base URL of this Jupyter server as the browser sees it, e.g.
+        https://jupyter.example.com/ behind a proxy. The OAuth redirect URI is
+        <public_url>oauth/connector/callback. Default: the server's own URL.""",
+    ).tag(config=True)
+
+    store_path = Unicode(
+        help="The SQLite token store. Default: <jupyter data dir>/connauth/tokens.sqlite3",
+    ).tag(config=True)
+
+    @default("store_path")
+    def _default_store_path(self) -> str:
+        return str(Path(jupyter_data_dir()) / "connauth" / "tokens.sqlite3")
+
+    key_file = Unicode(
+        help="""Where to keep a generated encryption key when neither
+        JUPYTER_CONNAUTH_CRYPT_KEY nor JUPYTERHUB_CRYPT_KEY is set.""",
+    ).tag(config=True)
+
+    @default("key_file")
+    def _default_key_file(self) -> str:
+        return str(Path(self.store_path).with_name("crypt.key"))
+
+    refresh_leeway = Float(60.0, help="Refresh a token this many seconds before it expires.").tag(
+        config=True
+    )
+    flow_ttl = Float(600.0, help="Seconds a consent flow (its state) stays valid.").tag(config=True)
+    http_timeout = Float(10.0, help="Timeout in seconds for every request to the IdP.").tag(
+        config=True
+    )
+    identity_scopes = List(
+        Unicode(),
+        default_value=["openid", "email"],
+        help="""Scopes added to every consent request so the broker learns who the user is
+        (the ID token's email). They are not part of a connection's scope fingerprint.""",
+    ).tag(config=True)
+    authorize_params = Dict(
+        help="""Extra parameters for the IdP's authorization request, e.g.
+        {"access_type": "offline"} for Google, or {"domain_hint": "example.com"}.""",
+    ).tag(config=True)
+    allow_api_connections = Bool(
+        True,
+        help="Allow creating and editing connections through the API (the sidebar form).",
+    ).tag(config=True)
+
+    def summary(self) -> dict[str, Any]:
+        """Config facts safe to show (no secret)."""
+        return {
+            "discovery_url": self.discovery_url,
+            "client_id": self.client_id,
+            "client_secret_set": bool(self.client_secret),
+            "public_url": self.public_url,
+        }

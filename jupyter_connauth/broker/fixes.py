@@ -1,0 +1,86 @@
+"""What to do about each error an IdP can send (the seed docs' troubleshooting table)."""
+
+from __future__ import annotations
+
+import re
+
+_FIXES: dict[str, str] = {
+    "redirect_uri_mismatch": (
+        "Add the redirect URI {redirect_uri} exactly (scheme, host, port and path) to the "
+        "IdP app's redirect URIs (Azure: App registrations → Authentication → Web)."
+    ),
+    "invalid_scope": (
+        "Align the connection's Scopes field with the IdP's policy: request only scopes the "
+        "IdP app may grant (requested: {scopes})."
+    ),
+    "consent_required": (
+        "Add offline_access to the connection's scopes and authorize again; if the IdP "
+        "requires it, an admin must grant consent for the app first."
+    ),
+    "interaction_required": "Authorize again in the popup; the IdP needs you to sign in.",
+    "login_required": "Authorize again in the popup; the IdP needs you to sign in.",
+    "access_denied": (
+        "Consent was cancelled or refused. Click Authorize again and accept, or ask your "
+        "admin to give you access to the app."
+    ),
+    "invalid_client": (
+        "The IdP rejected the app's credentials: check c.ConnAuth.client_id and "
+        "c.ConnAuth.client_secret (or JUPYTER_CONNAUTH_CLIENT_SECRET); the secret may have "
+        "expired."
+    ),
+    "unauthorized_client": (
+        "The IdP app may not use this grant: enable the authorization code flow (and refresh "
+        "tokens) for the app at the IdP."
+    ),
+    "invalid_target": (
+        "The IdP does not know the connection's resource {resource}: fix the 'resource' "
+        "setting or register the resource at the IdP."
+    ),
+    "invalid_grant": "The grant is no longer valid: authorize again.",
+    "unsupported_grant_type": "The IdP does not support this grant type for the app.",
+    "server_error": "The IdP failed; try again later or ask your IdP admin.",
+    "temporarily_unavailable": "The IdP is temporarily unavailable; try again in a minute.",
+    # Azure AD / Entra ID codes, found in error_description
+    "AADSTS65001": (
+        "The app has no consent for these permissions: an Entra ID admin must grant admin "
+        "consent (App registrations → API permissions → Grant admin consent), or add the "
+        "delegated permission the scopes need."
+    ),
+    "AADSTS50011": (
+        "Add the redirect URI {redirect_uri} exactly to the app registration "
+        "(Authentication → Web → Redirect URIs)."
+    ),
+    "AADSTS70011": (
+        "Align the connection's Scopes field with the IdP's policy: a scope is invalid for "
+        "this app (requested: {scopes})."
+    ),
+    "AADSTS7000215": (
+        "The client secret is wrong or expired: create a new one in App registrations → "
+        "Certificates & secrets and update c.ConnAuth.client_secret."
+    ),
+    "AADSTS700082": "The refresh token expired after inactivity: authorize again.",
+}
+
+_AADSTS = re.compile(r"\bAADSTS\d+\b")
+
+
+def fix_for(
+    error: str,
+    description: str | None = None,
+    *,
+    redirect_uri: str = "",
+    scopes: str = "",
+    resource: str = "",
+) -> str | None:
+    """The fix for an OAuth error code, preferring an Azure AADSTS code when present."""
+    template = None
+    if description:
+        for code in _AADSTS.findall(description):
+            template = _FIXES.get(code)
+            if template:
+                break
+    if template is None:
+        template = _FIXES.get(error)
+    if template is None:
+        return None
+    return template.format(redirect_uri=redirect_uri, scopes=scopes, resource=resource)

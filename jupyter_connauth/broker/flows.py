@@ -1,0 +1,327 @@
+"""The consent flow: authorization code with PKCE S256 and a one-shot server-side state.
+
+Only a random ``state`` travels through the browser; its hash finds the flow, which
+keeps the code verifier, the nonce, the user and the connection server-side. A state
+is good once, for ``flow_ttl`` seconds, for the user who started it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..core.connections import ConnectionSpec
+from ..core.errors import FlowError, IdPUnavailable, ScopeMismatch
+from ..core.scopes import missing_scopes
+from ..core.tokens import REASON_TEXT, Flow, TokenRecord
+from .fixes import fix_for
+from .idp import IdPClient, OAuthProtocolError
+from .store import TokenStore
+
+log = logging.getLogger(__name__)
+
+#: Longest callback parameter we accept; real codes and states are far shorter.
+MAX_PARAM_LENGTH = 4096
+
+
+def hash_state(state: str) -> str:
+    return hashlib.sha256(state.encode()).hexdigest()
+
+
+@dataclass
+class FlowStart:
+    flow: Flow
+    authorize_url: str
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "status": "consent_required",
+            "connection": self.flow.connection,
+            "reason": self.flow.reason,
+            "reason_text": REASON_TEXT.get(self.flow.reason, self.flow.reason),
+            "authorize_url": self.authorize_url,
+            "flow_id": self.flow.flow_id,
+            "expires_at": self.flow.expires_at,
+        }
+
+
+class ConsentFlows:
+    def __init__(
+        self,
+        idp: IdPClient,
+        store: TokenStore,
+        *,
+        redirect_uri: str,
+        identity_scopes: list[str],
+        authorize_params: Mapping[str, str],
+        ttl: float = 600.0,
+    ) -> None:
+        self.idp = idp
+        self.store = store
+        self.redirect_uri = redirect_uri
+        self.identity_scopes = identity_scopes
+        self.authorize_params = dict(authorize_params)
+        self.ttl = ttl
+
+    def requested_scopes(self, spec: ConnectionSpec) -> list[str]:
+        return list(dict.fromkeys([*self.identity_scopes, *spec.scopes]))
+
+    def _extra(self, spec: ConnectionSpec) -> dict[str, str]:
+        return {"resource": spec.resource} if spec.resource else {}
+
+    async def start(self, user: str, spec: ConnectionSpec, reason: str) -> FlowStart:
+        now = time.time()
+        self.store.purge_flows(now - self.ttl)
+        state = secrets.token_urlsafe(32)
+        verifier = secrets.token_urlsafe(64)
+        nonce = secrets.token_urlsafe(24)
+        scopes = self.requested_scopes(spec)
+        extra = {**self.authorize_params, **self._extra(spec)}
+        if "offline_access" in scopes:
+            # OIDC Core 11: offline_access needs prompt=consent for a refresh token.
+            extra.setdefault("prompt", "consent")
+        url = await self.idp.authorization_url(
+            redirect_uri=self.redirect_uri,
+            scopes=scopes,
+            state=state,
+            code_verifier=verifier,
+            nonce=nonce,
+            extra=extra,
+        )
+        flow = Flow(
+            flow_id=secrets.token_urlsafe(16),
+            state_hash=hash_state(state),
+            user=user,
+            connection=spec.name,
+            fingerprint=spec.fingerprint,
+            code_verifier=verifier,
+            nonce=nonce,
+            redirect_uri=self.redirect_uri,
+            created_at=now,
+            expires_at=now + self.ttl,
+            reason=reason,
+        )
+        self.store.put_flow(flow)
+        return FlowStart(flow, url)
+
+    def _fail(self, flow: Flow | None, error: FlowError) -> FlowError:
+        if flow is not None:
+            flow.status = "failed"
+            flow.error = error.code if error.code != "flow_error" else "flow_failed"
+            flow.message = error.message
+            flow.fix = error.fix
+            self.store.update_flow(flow)
+        return error
+
+    async def callback(
+        self,
+        params: Mapping[str, str],
+        *,
+        caller: str | None,
+        spec_for: object,
+    ) -> Flow:
+        """Handle the IdP's redirect. Returns the completed flow or raises FlowError.
+
+        ``caller`` is the Jupyter user of the browser request when known; a flow started
+        by someone else is refused. ``spec_for`` maps a connection name to its spec.
+        """
+        for key, value in params.items():
+            if len(value) > MAX_PARAM_LENGTH:
+                raise FlowError(
+                    f"The callback parameter {key!r} is too long.",
+                    "start the authorization again from Jupyter",
+                )
+        state = params.get("state")
+        error = params.get("error")
+        if not state:
+            if error:
+                raise FlowError(
+                    f"The identity provider answered {error}: "
+                    f"{params.get('error_description') or 'no description'}.",
+                    fix_for(error, params.get("error_description"), redirect_uri=self.redirect_uri),
+                    code=error if error.isidentifier() else "idp_error",
+                )
+            raise FlowError(
+                "This page was opened without a sign-in state.",
+                "start the authorization from Jupyter (the Authorize button or "
+                "%sql_connector authorize NAME); don't open the callback URL directly",
+            )
+        flow = self.store.take_flow_by_state(hash_state(state), time.time())
+        if flow is None:
+            raise FlowError(
+                "This sign-in link is unknown or was already used.",
+                "start the authorization again from Jupyter; each link works once",
+                code="invalid_state",
+            )
+        if caller is not None and caller != flow.user:
+            # The state is burnt either way: its owner starts again, nobody else can use it.
+            raise FlowError(
+                "This sign-in was started by another user.",
+                "sign in to Jupyter as the user who started it, or start your own",
+                code="foreign_state",
+            )
+        if flow.expires_at < time.time():
+            raise self._fail(
+                flow,
+                FlowError(
+                    "This sign-in link has expired.",
+                    "start the authorization again from Jupyter and finish it within "
+                    f"{int(self.ttl // 60)} minutes",
+                    code="expired_state",
+                ),
+            )
+        return await self._complete(flow, params, spec_for)
+
+    async def _complete(self, flow: Flow, params: Mapping[str, str], spec_for: object) -> Flow:
+        try:
+            meta = await self.idp.metadata()
+        except IdPUnavailable as e:
+            raise self._fail(flow, FlowError(e.message, e.fix, code="idp_unavailable")) from None
+        # RFC 9207 mix-up defence: the response says which issuer sent it.
+        iss = params.get("iss")
+        if iss is not None and iss != meta["issuer"]:
+            raise self._fail(
+                flow,
+                FlowError(
+                    "The sign-in response came from another issuer than the configured IdP.",
+                    "check c.ConnAuth.discovery_url; if it is right, this may be an attack: "
+                    "start again",
+                    code="issuer_mismatch",
+                ),
+            )
+        if iss is None and meta.get("authorization_response_iss_parameter_supported"):
+            raise self._fail(
+                flow,
+                FlowError(
+                    "The sign-in response lacks the issuer the IdP promises to send.",
+                    "start the authorization again from Jupyter",
+                    code="issuer_missing",
+                ),
+            )
+        try:
+            spec = spec_for(flow.connection)  # type: ignore[operator]
+        except Exception as e:
+            raise self._fail(flow, FlowError(str(e), None, code="connection_gone")) from None
+        if spec.fingerprint != flow.fingerprint:
+            raise self._fail(
+                flow,
+                FlowError(
+                    "The connection's scopes changed while you were signing in.",
+                    "authorize again",
+                    code="scopes_changed",
+                ),
+            )
+        scopes_txt = " ".join(self.requested_scopes(spec))
+        error = params.get("error")
+        if error:
+            desc = params.get("error_description")
+            raise self._fail(
+                flow,
+                FlowError(
+                    f"The identity provider answered {error}" + (f": {desc}" if desc else "."),
+                    fix_for(
+                        error,
+                        desc,
+                        redirect_uri=self.redirect_uri,
+                        scopes=scopes_txt,
+                        resource=spec.resource or "",
+                    ),
+                    code=error if error.isidentifier() else "idp_error",
+                ),
+            )
+        code = params.get("code")
+        if not code:
+            raise self._fail(
+                flow,
+                FlowError(
+                    "The sign-in response has no authorization code.",
+                    "start the authorization again from Jupyter",
+                    code="missing_code",
+                ),
+            )
+        try:
+            resp = await self.idp.exchange_code(
+                code=code,
+                code_verifier=flow.code_verifier,
+                redirect_uri=flow.redirect_uri,
+                extra=self._extra(spec),
+            )
+        except OAuthProtocolError as e:
+            raise self._fail(
+                flow,
+                FlowError(
+                    f"The IdP refused the authorization code ({e.error}).",
+                    fix_for(
+                        e.error,
+                        e.description,
+                        redirect_uri=self.redirect_uri,
+                        scopes=scopes_txt,
+                        resource=spec.resource or "",
+                    )
+                    or "start the authorization again from Jupyter",
+                    code=e.error if e.error.isidentifier() else "idp_error",
+                ),
+            ) from None
+        except IdPUnavailable as e:
+            raise self._fail(flow, FlowError(e.message, e.fix, code="idp_unavailable")) from None
+
+        identity: dict[str, str] = {}
+        if resp.id_token:
+            try:
+                claims = await self.idp.verify_id_token(resp.id_token, flow.nonce)
+            except (OAuthProtocolError, IdPUnavailable) as e:
+                raise self._fail(
+                    flow,
+                    FlowError(
+                        f"The IdP's ID token could not be verified: {e}.",
+                        "check the IdP's signing keys and c.ConnAuth.client_id",
+                        code="invalid_id_token",
+                    ),
+                ) from None
+            for claim in ("sub", "email", "preferred_username", "upn", "name", "iss"):
+                value = claims.get(claim)
+                if isinstance(value, str):
+                    identity[claim] = value
+            if "email" not in identity and claims.get("email_verified") is not False:
+                alt = identity.get("upn") or identity.get("preferred_username")
+                if alt and "@" in alt:
+                    identity["email"] = alt
+            if claims.get("email_verified") is False:
+                identity.pop("email", None)
+
+        missing = missing_scopes(spec.scopes, resp.scope)
+        if missing:
+            raise self._fail(
+                flow,
+                ScopeMismatch(
+                    "The IdP granted other scopes than the connection requests: missing "
+                    + " ".join(missing)
+                    + f" (granted: {' '.join(resp.scope or ()) or 'none'}).",
+                    "Align the connection's Scopes field with the IdP's policy: remove the "
+                    "scopes the IdP will not grant, or allow them for the app at the IdP.",
+                ),
+            )
+        record = TokenRecord(
+            access_token=resp.access_token,
+            expires_at=resp.expires_at,
+            refresh_token=resp.refresh_token,
+            token_type=resp.token_type,
+            scope=resp.scope,
+            identity=identity,
+        )
+        self.store.put_token(flow.user, flow.connection, spec.fingerprint, record)
+        flow.status = "complete"
+        flow.identity = record.display_identity
+        self.store.update_flow(flow)
+        if "offline_access" in spec.scopes and not resp.refresh_token:
+            log.warning(
+                "jupyter-connauth: the IdP issued no refresh token for %s although "
+                "offline_access was requested; the user will be asked again at expiry",
+                flow.connection,
+            )
+        log.info("jupyter-connauth: user %s authorized %s", flow.user, flow.connection)
+        return flow

@@ -1,0 +1,1 @@
+"""Shared core: models, errors, OAuth helpers and crypto. No Jupyter imports here."""

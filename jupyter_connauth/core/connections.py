@@ -1,0 +1,207 @@
+"""Connection definitions: validation of the per-name dicts admins write in config.
+
+``c.ConnAuth.connections = {"sales": {"connector": "snowflake", "account": "acme-xy1",
+"warehouse": "WH", "database": "SALES", "role": "ANALYST"}}`` becomes a
+:class:`ConnectionSpec`; every problem is reported as a :class:`ConfigError` naming the
+exact field, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import ConfigError
+from .flavours import Flavour, default_scopes
+from .scopes import parse_scopes, scope_fingerprint
+
+Source = Literal["config", "api"]
+
+CONNECTORS: dict[str, dict[str, tuple[str, ...]]] = {
+    # connector: {"required": (...), "optional": (...)}
+    "bigquery": {"required": ("project",), "optional": ("location", "dataset")},
+    "databricks": {"required": ("server_hostname", "http_path"), "optional": ("catalog", "schema")},
+    "snowflake": {
+        "required": ("account",),
+        "optional": ("warehouse", "database", "schema", "role", "host"),
+    },
+}
+
+AUTH_MODES = ("oauth", "oauth-jwt", "on-behalf-of", "token-exchange")
+
+#: Keys every connection may carry, whatever its connector.
+COMMON_KEYS = frozenset(
+    {
+        "connector",
+        "auth",
+        "scopes",
+        "resource",
+        "description",
+        "driver_options",
+        # Snowflake OAuth (JWT)
+        "jwt_audience",
+        "jwt_user_claim",
+        "private_key_path",
+        "private_key_env",
+        # pass-through
+        "subject_scopes",
+    }
+)
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class ConnectionSpec:
+    """One validated connection."""
+
+    name: str
+    connector: str
+    auth: str
+    scopes: tuple[str, ...]
+    params: Mapping[str, Any]
+    resource: str | None = None
+    description: str = ""
+    driver_options: Mapping[str, Any] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    source: Source = "config"
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever the consent a token was granted under no longer applies."""
+        return scope_fingerprint(self.scopes, self.resource, self.auth)
+
+    def public_dict(self) -> dict[str, Any]:
+        """Everything about the connection that any user may see (no secrets)."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "connector": self.connector,
+            "auth": self.auth,
+            "scopes": list(self.scopes),
+            "params": dict(self.params),
+            "description": self.description,
+            "source": self.source,
+            "editable": self.source == "api",
+        }
+        if self.resource:
+            out["resource"] = self.resource
+        for key in ("jwt_audience", "jwt_user_claim"):
+            if key in self.extra:
+                out[key] = self.extra[key]
+        if self.auth == "oauth-jwt":
+            out["private_key_configured"] = bool(
+                self.extra.get("private_key_path")
+                or self.extra.get("private_key_env")
+                or self.extra.get("private_key_stored")
+            )
+        return out
+
+
+def _where(name: str, key: str | None = None) -> str:
+    base = f"c.ConnAuth.connections[{name!r}]"
+    return f"{base}.{key}" if key else base
+
+
+def parse_connection(
+    name: str, raw: Mapping[str, Any], flavour: Flavour, *, source: Source = "config"
+) -> ConnectionSpec:
+    """Validate one connection dict; raises :class:`ConfigError` naming the field."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ConfigError(
+            _where(str(name)),
+            "a connection name must be 1-64 letters, digits, '_', '-' or '.'",
+            "rename the connection, e.g. 'sales' or 'bq-finance'",
+        )
+    if not isinstance(raw, Mapping):
+        raise ConfigError(_where(name), "must be a dict of connection settings")
+    connector = raw.get("connector")
+    if connector not in CONNECTORS:
+        raise ConfigError(
+            _where(name, "connector"),
+            f"unknown connector {connector!r}",
+            f"use one of: {', '.join(CONNECTORS)}",
+        )
+    auth = raw.get("auth", "oauth")
+    if auth not in AUTH_MODES:
+        raise ConfigError(
+            _where(name, "auth"),
+            f"unknown auth mode {auth!r}",
+            f"use one of: {', '.join(AUTH_MODES)}",
+        )
+    if auth == "oauth-jwt" and connector != "snowflake":
+        raise ConfigError(
+            _where(name, "auth"),
+            "OAuth (JWT) is only available for Snowflake",
+            "use auth 'oauth' for this connector",
+        )
+    spec = CONNECTORS[connector]
+    allowed = COMMON_KEYS | set(spec["required"]) | set(spec["optional"])
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(
+            _where(name, unknown[0]),
+            f"unknown setting for a {connector} connection",
+            f"known settings: {', '.join(sorted(allowed))}",
+        )
+    params: dict[str, Any] = {}
+    for key in spec["required"]:
+        value = raw.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(
+                _where(name, key),
+                f"missing: a {connector} connection needs {', '.join(spec['required'])}",
+                f"set {key!r} in the connection",
+            )
+        params[key] = value.strip()
+    for key in spec["optional"]:
+        if raw.get(key) not in (None, ""):
+            if not isinstance(raw[key], str):
+                raise ConfigError(_where(name, key), "must be a string")
+            params[key] = raw[key]
+
+    if "scopes" in raw and raw["scopes"] not in (None, "", []):
+        if not isinstance(raw["scopes"], (str, list, tuple)):
+            raise ConfigError(_where(name, "scopes"), "must be a space-separated string or a list")
+        scopes = parse_scopes(raw["scopes"])
+    else:
+        template = default_scopes(connector, flavour, auth)
+        if template is None:
+            raise ConfigError(
+                _where(name, "scopes"),
+                f"there is no default scope for {connector} with an {flavour} IdP",
+                "set 'scopes', e.g. "
+                "'api://<your-snowflake-app-id>/session:scope-any offline_access'",
+            )
+        scopes = template
+    driver_options = raw.get("driver_options") or {}
+    if not isinstance(driver_options, Mapping):
+        raise ConfigError(_where(name, "driver_options"), "must be a dict of driver arguments")
+    resource = raw.get("resource") or None
+    if resource is not None and not isinstance(resource, str):
+        raise ConfigError(_where(name, "resource"), "must be a URL string (RFC 8707)")
+    extra = {
+        k: raw[k]
+        for k in COMMON_KEYS
+        - {"connector", "auth", "scopes", "resource", "description", "driver_options"}
+        if k in raw
+    }
+    if auth == "oauth-jwt" and not extra.get("jwt_audience"):
+        raise ConfigError(
+            _where(name, "jwt_audience"),
+            "OAuth (JWT) needs the JWT Audience the Snowflake security integration expects",
+            "set 'jwt_audience' to the EXTERNAL_OAUTH_AUDIENCE_LIST value",
+        )
+    return ConnectionSpec(
+        name=name,
+        connector=connector,
+        auth=auth,
+        scopes=scopes,
+        params=params,
+        resource=resource,
+        description=str(raw.get("description") or ""),
+        driver_options=dict(driver_options),
+        extra=extra,
+        source=source,
+    )

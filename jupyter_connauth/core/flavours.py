@@ -1,0 +1,43 @@
+"""IdP flavour detection and the default-scope table (DESIGN.md)."""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import urlsplit
+
+Flavour = Literal["azure", "oidc"]
+
+#: Scopes that ask for identity or refresh tokens rather than warehouse access.
+#: IdPs often leave them out of the granted ``scope``, so the mismatch check skips them.
+OIDC_SCOPES = frozenset({"openid", "email", "profile", "offline_access"})
+
+#: The Azure resource id of Azure Databricks.
+AZURE_DATABRICKS_RESOURCE = "2ff814a6-3304-4ab8-85cb-cd0e6f879c1d"
+
+_DEFAULT_SCOPES: dict[tuple[str, Flavour], tuple[str, ...]] = {
+    ("bigquery", "oidc"): ("https://www.googleapis.com/auth/bigquery",),
+    ("bigquery", "azure"): ("https://bigquery.googleapis.com/.default", "offline_access"),
+    ("databricks", "azure"): (f"{AZURE_DATABRICKS_RESOURCE}/user_impersonation", "offline_access"),
+    ("databricks", "oidc"): ("offline_access",),
+    # Snowflake External OAuth: Okta-style custom scope on a generic IdP. On Azure the
+    # scope names the admin's own Snowflake app registration, so there is no default.
+    ("snowflake", "oidc"): ("session:role-any", "offline_access"),
+}
+
+#: Scopes the broker asks for when it mints Snowflake JWTs itself: only the identity.
+JWT_IDENTITY_SCOPES = ("openid", "email")
+
+
+def detect_flavour(discovery_url: str) -> Flavour:
+    """``login.microsoftonline.com*`` is Azure (Entra ID); everything else is plain OIDC."""
+    host = (urlsplit(discovery_url).hostname or "").lower()
+    if host == "login.microsoftonline.com" or host.startswith("login.microsoftonline."):
+        return "azure"
+    return "oidc"
+
+
+def default_scopes(connector: str, flavour: Flavour, auth: str = "oauth") -> tuple[str, ...] | None:
+    """The template scopes for a connector, or None when the admin must choose them."""
+    if auth == "oauth-jwt":
+        return JWT_IDENTITY_SCOPES
+    return _DEFAULT_SCOPES.get((connector, flavour))

@@ -1,0 +1,1 @@
+"""Kernel side: the broker client, magics and balloon. Never imports jupyter_server."""

@@ -1,0 +1,216 @@
+"""A thin HTTP client of the broker API, for kernels.
+
+It reads ``JUPYTER_CONNAUTH_URL`` and ``JUPYTER_CONNAUTH_TOKEN`` (set by the server
+extension for the kernels it starts) and turns every answer into either data or a
+:class:`ConnAuthError` with the broker's message and fix.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx2
+
+from ..core.errors import (
+    AccessDenied,
+    ConfigError,
+    ConnAuthError,
+    ConnectionNotFound,
+    ConsentRequired,
+    FlowError,
+    IdPUnavailable,
+)
+
+URL_ENV = "JUPYTER_CONNAUTH_URL"
+TOKEN_ENV = "JUPYTER_CONNAUTH_TOKEN"  # noqa: S105 - an environment variable's name
+
+_ERRORS: dict[str, type[ConnAuthError]] = {
+    "consent_required": ConsentRequired,
+    "idp_unavailable": IdPUnavailable,
+    "access_denied": AccessDenied,
+    "flow_error": FlowError,
+    "scope_mismatch": FlowError,
+}
+
+
+@dataclass
+class AccessToken:
+    connection: str
+    access_token: str
+    expires_at: float | None
+    token_type: str = "Bearer"  # noqa: S105 - the token type
+    identity: str | None = None
+    warning: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"AccessToken(connection={self.connection!r}, expires_at={self.expires_at!r})"
+
+    def valid_for(self, seconds: float) -> bool:
+        return self.expires_at is None or self.expires_at - seconds > time.time()
+
+
+@dataclass
+class ConsentNeeded:
+    connection: str
+    reason: str
+    reason_text: str
+    authorize_url: str
+    flow_id: str
+    expires_at: float
+
+    def __repr__(self) -> str:
+        return f"ConsentNeeded(connection={self.connection!r}, reason={self.reason!r})"
+
+
+class BrokerClient:
+    """Synchronous client: kernels run user code synchronously anyway."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx2.BaseTransport | None = None,
+    ) -> None:
+        url = url or os.environ.get(URL_ENV)
+        token = token or os.environ.get(TOKEN_ENV)
+        if not url or not token:
+            raise ConfigError(
+                URL_ENV,
+                "this kernel was not started by a Jupyter server with jupyter-connauth",
+                "start Jupyter with the extension enabled "
+                "(jupyter server extension list), or set JUPYTER_CONNAUTH_URL and "
+                "JUPYTER_CONNAUTH_TOKEN",
+            )
+        self.url = url if url.endswith("/") else url + "/"
+        self._http = httpx2.Client(
+            base_url=self.url,
+            headers={"X-ConnAuth-Token": token},
+            timeout=timeout,
+            transport=transport,
+            trust_env=False,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            resp = self._http.request(method, path, **kwargs)
+        except httpx2.HTTPError as e:
+            raise ConnAuthError(
+                f"The Jupyter server's broker at {self.url} is unreachable ({type(e).__name__}).",
+                "is the Jupyter server still running? Restart the kernel from JupyterLab",
+                code="broker_unreachable",
+            ) from None
+        if resp.status_code == 204:
+            return None
+        try:
+            data = resp.json()
+        except ValueError:
+            data = None
+        if resp.is_success and isinstance(data, dict):
+            return data
+        if resp.status_code == 403 and (
+            not isinstance(data, dict) or data.get("error") in (None, "http_error")
+        ):
+            raise AccessDenied(
+                "The broker refused this kernel's credentials.",
+                "restart the kernel so it gets the current server's credentials",
+            )
+        if isinstance(data, dict) and isinstance(data.get("error"), str):
+            code = data["error"]
+            message = str(data.get("message") or code)
+            fix = data.get("fix")
+            if code == "connection_not_found":
+                err: ConnAuthError = ConnectionNotFound.__new__(ConnectionNotFound)
+                ConnAuthError.__init__(err, message, fix)
+                raise err
+            if code == "config_error":
+                raise ConnAuthError(message, fix, code=code)
+            cls = _ERRORS.get(code, ConnAuthError)
+            raise cls(message, fix, code=code)
+        raise ConnAuthError(
+            f"The broker answered HTTP {resp.status_code}.", None, code="broker_error"
+        )
+
+    @staticmethod
+    def _name(name: str) -> str:
+        return quote(name, safe="")
+
+    def info(self) -> dict[str, Any]:
+        return dict(self._call("GET", "info"))
+
+    def connections(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "connections")["connections"])
+
+    def status(self, name: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"connections/{self._name(name)}"))
+
+    def token(self, name: str) -> AccessToken | ConsentNeeded:
+        data = self._call("POST", f"connections/{self._name(name)}/token")
+        return self._token_or_consent(data)
+
+    def authorize(self, name: str) -> ConsentNeeded:
+        data = self._call("POST", f"connections/{self._name(name)}/authorize")
+        result = self._token_or_consent(data)
+        assert isinstance(result, ConsentNeeded)
+        return result
+
+    def revoke(self, name: str) -> dict[str, Any]:
+        return dict(self._call("POST", f"connections/{self._name(name)}/revoke"))
+
+    def flow(self, flow_id: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"flows/{self._name(flow_id)}"))
+
+    def wait_for_flow(
+        self, flow_id: str, *, timeout: float = 600.0, interval: float = 0.5
+    ) -> dict[str, Any]:
+        """Poll until the flow completes or fails; raises on failure or timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            flow = self.flow(flow_id)
+            if flow["status"] == "complete":
+                return flow
+            if flow["status"] == "failed":
+                raise FlowError(
+                    flow.get("message") or "Authorization failed.",
+                    flow.get("fix"),
+                    code=flow.get("error") or "flow_error",
+                )
+            if time.monotonic() >= deadline:
+                raise FlowError(
+                    "Timed out waiting for authorization.",
+                    "run the cell again and finish signing in within the time limit",
+                    code="flow_timeout",
+                )
+            time.sleep(interval)
+
+    @staticmethod
+    def _token_or_consent(data: dict[str, Any]) -> AccessToken | ConsentNeeded:
+        if data.get("status") == "consent_required":
+            return ConsentNeeded(
+                connection=data["connection"],
+                reason=data["reason"],
+                reason_text=data.get("reason_text") or data["reason"],
+                authorize_url=data["authorize_url"],
+                flow_id=data["flow_id"],
+                expires_at=data["expires_at"],
+            )
+        known = {"status", "connection", "access_token", "expires_at", "token_type"}
+        known |= {"identity", "warning"}
+        return AccessToken(
+            connection=data["connection"],
+            access_token=data["access_token"],
+            expires_at=data.get("expires_at"),
+            token_type=data.get("token_type") or "Bearer",
+            identity=data.get("identity"),
+            warning=data.get("warning"),
+            extra={k: v for k, v in data.items() if k not in known},
+        )

@@ -1,0 +1,1 @@
+"""The Jupyter server extension hosting the broker. Never imports IPython."""

@@ -1,0 +1,310 @@
+"""HTTP handlers: the broker API under ``connauth/api/`` and the OAuth callback.
+
+Browser requests are authenticated and authorized by Jupyter's own machinery;
+kernels present the per-server secret in ``X-ConnAuth-Token``. Every method carries
+an explicit decorator: :func:`connauth_authorized` or ``allow_unauthenticated``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
+
+from jupyter_server.auth.decorator import allow_unauthenticated, authorized
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from tornado import web
+
+from ..broker.broker import Broker, TokenGrant
+from ..broker.flows import FlowStart
+from ..core.errors import ConnAuthError
+from ..core.tokens import Flow
+from .pages import callback_page
+
+log = logging.getLogger(__name__)
+
+KERNEL_TOKEN_HEADER = "X-ConnAuth-Token"  # noqa: S105 - a header name
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def connauth_authorized(method: F) -> F:
+    """Kernel secret, or Jupyter's ``@authorized`` on the ``connauth`` resource."""
+    jupyter_checked = authorized(method)
+
+    @functools.wraps(method)
+    async def wrapper(self: BrokerAPIHandler, *args: Any, **kwargs: Any) -> Any:
+        if self.kernel_authenticated:
+            return await method(self, *args, **kwargs)
+        return await jupyter_checked(self, *args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+class ConnAuthMixin(ExtensionHandlerMixin):
+    @property
+    def broker(self) -> Broker:
+        return cast(Broker, self.settings["connauth_broker"])
+
+    @property
+    def owner(self) -> str:
+        return cast(str, self.settings["connauth_owner"])
+
+
+class BrokerAPIHandler(ConnAuthMixin, APIHandler):
+    auth_resource = "connauth"
+    kernel_authenticated = False
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        presented = self.request.headers.get(KERNEL_TOKEN_HEADER)
+        if presented is not None:
+            expected = cast(str, self.settings["connauth_kernel_token"])
+            if not hmac.compare_digest(presented.encode(), expected.encode()):
+                raise web.HTTPError(403, "invalid kernel token")
+            self.kernel_authenticated = True
+            self.current_user = self._jupyter_current_user = None
+            return
+        await super().prepare()
+
+    def check_xsrf_cookie(self) -> None:
+        if self.kernel_authenticated:
+            return
+        super().check_xsrf_cookie()
+
+    @property
+    def connauth_user(self) -> str:
+        """Whose tokens this request reaches: a single-user server has one owner."""
+        return self.owner
+
+    def write_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(data))
+
+    def body_json(self) -> dict[str, Any]:
+        if not self.request.body:
+            return {}
+        try:
+            data = json.loads(self.request.body)
+        except (ValueError, UnicodeDecodeError):
+            raise web.HTTPError(400, "the request body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise web.HTTPError(400, "the request body must be a JSON object")
+        return data
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc_info = kwargs.get("exc_info")
+        exc = exc_info[1] if exc_info else None
+        if isinstance(exc, ConnAuthError):
+            self.set_status(exc.status)
+            body = exc.to_json()
+        else:
+            message = self._reason
+            if isinstance(exc, web.HTTPError) and exc.log_message:
+                message = exc.log_message % exc.args if exc.args else exc.log_message
+            body = {"error": "http_error", "message": message, "fix": None}
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(body))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, ConnAuthError):
+            log.info(
+                "jupyter-connauth: %s %s → %s", self.request.method, self.request.path, value.code
+            )
+            return
+        super().log_exception(typ, value, tb)
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        exc_info = kwargs.get("exc_info")
+        if exc_info and isinstance(exc_info[1], ConnAuthError):
+            status_code = exc_info[1].status
+        super().send_error(status_code, **kwargs)
+
+
+def _token_answer(result: TokenGrant | FlowStart) -> dict[str, Any]:
+    return result.to_json()
+
+
+class InfoHandler(BrokerAPIHandler):
+    @connauth_authorized
+    async def get(self) -> None:
+        b = self.broker
+        self.write_json(
+            {
+                "version": self.settings["connauth_version"],
+                "user": self.connauth_user,
+                "flavour": b.flavour,
+                "redirect_uri": b.redirect_uri,
+                "discovery_url": b.config.discovery_url,
+                "client_id": b.config.client_id,
+                "config_error": b.config_error.to_json() if b.config_error else None,
+                "allow_api_connections": b.config.allow_api_connections,
+            }
+        )
+
+
+class ConnectionsHandler(BrokerAPIHandler):
+    @connauth_authorized
+    async def get(self) -> None:
+        self.write_json({"connections": self.broker.statuses(self.connauth_user)})
+
+    @connauth_authorized
+    async def post(self) -> None:
+        body = self.body_json()
+        name = body.get("name")
+        if not isinstance(name, str):
+            raise web.HTTPError(400, "the connection needs a 'name'")
+        self.broker.create_connection(name, body)
+        self.write_json(self.broker.status(self.connauth_user, name), status=201)
+
+
+class ConnectionHandler(BrokerAPIHandler):
+    @connauth_authorized
+    async def get(self, name: str) -> None:
+        self.broker.connection(name)
+        self.write_json(self.broker.status(self.connauth_user, name))
+
+    @connauth_authorized
+    async def put(self, name: str) -> None:
+        _spec, dropped = self.broker.update_connection(name, self.body_json())
+        out = self.broker.status(self.connauth_user, name)
+        out["tokens_invalidated"] = dropped
+        self.write_json(out)
+
+    @connauth_authorized
+    async def delete(self, name: str) -> None:
+        self.broker.delete_connection(name)
+        self.set_status(204)
+        self.finish()
+
+
+class TokenHandler(BrokerAPIHandler):
+    @connauth_authorized
+    async def post(self, name: str) -> None:
+        result = await self.broker.token(self.connauth_user, name)
+        self.write_json(_token_answer(result))
+
+
+class AuthorizeHandler(BrokerAPIHandler):
+    @connauth_authorized
+    async def post(self, name: str) -> None:
+        started = await self.broker.authorize(self.connauth_user, name)
+        self.write_json(started.to_json())
+
+
+class RevokeHandler(BrokerAPIHandler):
+    @connauth_authorized
+    async def post(self, name: str) -> None:
+        self.write_json(await self.broker.revoke(self.connauth_user, name))
+
+
+class PrivateKeyHandler(BrokerAPIHandler):
+    @connauth_authorized
+    async def put(self, name: str) -> None:
+        pem = self.request.body
+        if b"PRIVATE KEY-----" not in pem or len(pem) > 64 * 1024:
+            raise web.HTTPError(400, "expected a PEM private key")
+        self.broker.store_private_key(name, pem)
+        self.write_json({"connection": name, "private_key_configured": True})
+
+
+class FlowHandler(BrokerAPIHandler):
+    @connauth_authorized
+    async def get(self, flow_id: str) -> None:
+        flow: Flow = self.broker.flow_status(self.connauth_user, flow_id)
+        self.write_json(flow.public_dict())
+
+
+class CallbackHandler(ConnAuthMixin, JupyterHandler):
+    """``{base_url}oauth/connector/callback``: where the IdP sends the browser back.
+
+    Open to unauthenticated requests (the state proves the flow); a browser that is
+    signed in to Jupyter as someone else than the flow's user is refused.
+    """
+
+    @allow_unauthenticated
+    async def get(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("Referrer-Policy", "no-referrer")
+        self.set_header(
+            "Content-Security-Policy",
+            "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+            "frame-ancestors 'none'",
+        )
+        params: dict[str, str] = {}
+        for key, values in self.request.query_arguments.items():
+            if len(values) != 1:
+                self._page(
+                    400, False, "Bad sign-in response", f"The parameter {key!r} is repeated."
+                )
+                return
+            try:
+                params[key] = values[0].decode("utf-8")
+            except UnicodeDecodeError:
+                self._page(
+                    400, False, "Bad sign-in response", f"The parameter {key!r} is not UTF-8."
+                )
+                return
+        caller = self.owner if self.current_user else None
+        try:
+            flow = await self.broker.callback(params, caller)
+        except ConnAuthError as e:
+            log.info("jupyter-connauth: callback refused: %s", e.code)
+            self._page(400, False, "Authorization failed", e.message, e.fix, error=e.code)
+            return
+        who = f" as {flow.identity}" if flow.identity else ""
+        self._page(
+            200,
+            True,
+            "Authorized",
+            f"Authorized{who} for {flow.connection}.",
+            flow_id=flow.flow_id,
+            connection=flow.connection,
+        )
+
+    def _page(
+        self,
+        status: int,
+        ok: bool,
+        title: str,
+        message: str,
+        fix: str | None = None,
+        *,
+        flow_id: str | None = None,
+        connection: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(
+            callback_page(
+                ok=ok,
+                title=title,
+                message=message,
+                fix=fix,
+                flow_id=flow_id,
+                connection=connection,
+                error=error,
+            )
+        )
+
+
+_NAME = r"(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]{0,63})"
+API = "connauth/api"
+
+HANDLERS: list[tuple[str, type[JupyterHandler]]] = [
+    (rf"/{API}/info", InfoHandler),
+    (rf"/{API}/connections", ConnectionsHandler),
+    (rf"/{API}/connections/{_NAME}", ConnectionHandler),
+    (rf"/{API}/connections/{_NAME}/token", TokenHandler),
+    (rf"/{API}/connections/{_NAME}/authorize", AuthorizeHandler),
+    (rf"/{API}/connections/{_NAME}/revoke", RevokeHandler),
+    (rf"/{API}/connections/{_NAME}/private_key", PrivateKeyHandler),
+    (rf"/{API}/flows/(?P<flow_id>[A-Za-z0-9_\-]{{1,64}})", FlowHandler),
+    (r"/oauth/connector/callback", CallbackHandler),
+]
