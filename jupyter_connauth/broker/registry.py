@@ -97,7 +97,11 @@ class ConnectionRegistry:
 
     def _save(self, name: str, raw: Mapping[str, Any]) -> ConnectionSpec:
         clean = {k: v for k, v in raw.items() if k not in _SECRET_FIELDS and k != "name"}
-        spec = parse_connection(name, clean, self.flavour, source="api")
+        try:
+            spec = parse_connection(name, clean, self.flavour, source="api")
+        except ConfigError as e:
+            e.status = 400  # the client's input, not the server's config
+            raise
         self.store.put_connection_def(name, clean)
         self.errors.pop(name, None)
         self._api[name] = spec

@@ -28,12 +28,21 @@ _DEFAULT_SCOPES: dict[tuple[str, Flavour], tuple[str, ...]] = {
 JWT_IDENTITY_SCOPES = ("openid", "email")
 
 
+#: Entra ID's login hosts: the public cloud and the sovereign clouds.
+AZURE_LOGIN_HOSTS = frozenset(
+    {
+        "login.microsoftonline.com",
+        "login.microsoftonline.us",
+        "login.partner.microsoftonline.cn",
+        "login.chinacloudapi.cn",
+    }
+)
+
+
 def detect_flavour(discovery_url: str) -> Flavour:
     """``login.microsoftonline.com*`` is Azure (Entra ID); everything else is plain OIDC."""
     host = (urlsplit(discovery_url).hostname or "").lower()
-    if host == "login.microsoftonline.com" or host.startswith("login.microsoftonline."):
-        return "azure"
-    return "oidc"
+    return "azure" if host in AZURE_LOGIN_HOSTS else "oidc"
 
 
 def default_scopes(connector: str, flavour: Flavour, auth: str = "oauth") -> tuple[str, ...] | None:
