@@ -105,3 +105,29 @@ async def test_unknown_connection_is_a_clear_404(jp_fetch):
     body = json.loads(e.value.response.body)
     assert body["error"] == "connection_not_found"
     assert "sales" in body["message"]
+
+
+async def test_two_users_are_kept_apart(jp_fetch, consent, broker, idp):
+    """alice through the server's API, bob through the same broker (a shared store)."""
+    from jupyter_connauth.broker.flows import FlowStart
+
+    alice = await api(jp_fetch, "connections", "sales", "token", method="POST")
+    await consent(alice["authorize_url"], "alice")
+    bob_start = await broker.token("bob", "sales")
+    assert isinstance(bob_start, FlowStart)
+    # bob's state is no good for alice's browser session, and vice versa
+    page = await consent(bob_start.authorize_url, "bob")
+    assert "Authorized as bob@example.com" in page.text
+    a = await api(jp_fetch, "connections", "sales", "token", method="POST")
+    b = (await broker.token("bob", "sales")).to_json()
+    assert a["identity"] == "alice@example.com" and b["identity"] == "bob@example.com"
+    assert a["access_token"] != b["access_token"]
+    # alice cannot see bob's flow
+    from tornado.httpclient import HTTPClientError
+
+    with pytest.raises(HTTPClientError) as e:
+        await api(jp_fetch, "flows", bob_start.flow.flow_id)
+    assert e.value.code == 403
+    await api(jp_fetch, "connections", "sales", "revoke", method="POST")
+    assert broker.status("bob", "sales")["status"] == "authorized"
+    assert broker.status("alice", "sales")["status"] == "consent_required"
