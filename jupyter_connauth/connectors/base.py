@@ -1,0 +1,184 @@
+"""What every warehouse connector provides.
+
+A connector turns (connection info, credential) into a driver connection, runs SQL
+with server-side bound parameters, and fetches results through the driver's Arrow
+path (never row-by-row Python conversion). It also lists metadata for the browse
+tree, tells the warehouse's view of the user, and translates driver errors into
+:class:`ConnAuthError` with the fix.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from ..core.errors import ConnAuthError, DriverMissing
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+ACCESS_TOKEN_PLACEHOLDER = "{ACCESS_TOKEN}"
+
+Params = Mapping[str, Any] | None
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """What the kernel learns about a connection from the broker (no secrets)."""
+
+    name: str
+    connector: str
+    auth: str
+    params: Mapping[str, Any]
+    driver_options: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ConnectionInfo:
+        return cls(
+            name=data["name"],
+            connector=data["connector"],
+            auth=data.get("auth", "oauth"),
+            params=dict(data.get("params") or {}),
+            driver_options=dict(data.get("driver_options") or {}),
+        )
+
+
+@dataclass(frozen=True)
+class Credential:
+    """An access token (or a Snowflake JWT minted by the broker) for one use."""
+
+    token: str
+    expires_at: float | None
+    kind: Literal["oauth", "jwt"] = "oauth"
+    identity: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Credential(kind={self.kind!r}, expires_at={self.expires_at!r})"
+
+
+def with_token(options: Mapping[str, Any], token: str) -> dict[str, Any]:
+    """``driver_options`` with ``{ACCESS_TOKEN}`` replaced wherever a driver wants it."""
+
+    def sub(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace(ACCESS_TOKEN_PLACEHOLDER, token)
+        if isinstance(value, Mapping):
+            return {k: sub(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [sub(v) for v in value]
+        return value
+
+    return {k: sub(v) for k, v in options.items()}
+
+
+class Connector(ABC):
+    """One warehouse. Subclasses keep driver imports inside their methods."""
+
+    name: ClassVar[str]
+    #: The pip extra that installs the driver: ``jupyter-connauth[<extra>]``.
+    extra: ClassVar[str]
+    #: The driver's import name, for the "missing driver" message.
+    driver_module: ClassVar[str]
+
+    def driver(self) -> ModuleType:
+        try:
+            return importlib.import_module(self.driver_module)
+        except ImportError:
+            raise DriverMissing(
+                f"The {self.name} driver ({self.driver_module}) is not installed in this kernel.",
+                f"pip install 'jupyter-connauth[{self.extra}]' in the kernel's environment, "
+                "then restart the kernel",
+            ) from None
+
+    # -- connections --------------------------------------------------------------
+    @abstractmethod
+    def connect(self, info: ConnectionInfo, cred: Credential) -> Any:
+        """A driver connection (or client) authenticated as the credential's user."""
+
+    def close(self, conn: Any) -> None:
+        close = getattr(conn, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:  # noqa: S110 - closing a dead connection is best effort
+                pass
+
+    # -- queries ----------------------------------------------------------------
+    @abstractmethod
+    def query_arrow(
+        self,
+        conn: Any,
+        sql: str,
+        params: Params = None,
+        *,
+        max_rows: int | None = None,
+        progress: Progress | None = None,
+    ) -> pa.Table:
+        """Run SQL with server-side bound parameters; the result as Arrow.
+
+        On KeyboardInterrupt the running job is cancelled at the warehouse before the
+        interrupt propagates. More than ``max_rows`` rows → :class:`TooManyRows`.
+        """
+
+    def query_pandas(
+        self,
+        conn: Any,
+        sql: str,
+        params: Params = None,
+        *,
+        max_rows: int | None = None,
+        progress: Progress | None = None,
+    ) -> pd.DataFrame:
+        """The result as a DataFrame through the driver's fastest path (default: Arrow)."""
+        table = self.query_arrow(conn, sql, params, max_rows=max_rows, progress=progress)
+        return table.to_pandas()
+
+    @abstractmethod
+    def whoami(self, conn: Any) -> dict[str, Any]:
+        """The warehouse's view of the user: ``{"user": ..., "role": ...}``."""
+
+    # -- metadata for the browse tree --------------------------------------------
+    @abstractmethod
+    def list_catalogs(self, conn: Any) -> list[str]:
+        """Projects (BigQuery), catalogs (Databricks) or databases (Snowflake)."""
+
+    @abstractmethod
+    def list_schemas(self, conn: Any, catalog: str) -> list[str]:
+        """Datasets (BigQuery) or schemas."""
+
+    @abstractmethod
+    def list_tables(self, conn: Any, catalog: str, schema: str) -> list[dict[str, Any]]:
+        """``[{"name": ..., "type": "TABLE" | "VIEW"}]``"""
+
+    @abstractmethod
+    def list_columns(
+        self, conn: Any, catalog: str, schema: str, table: str
+    ) -> list[dict[str, Any]]:
+        """``[{"name": ..., "type": ..., "nullable": bool}]``"""
+
+    # -- errors -------------------------------------------------------------------
+    def translate_error(self, exc: BaseException, info: ConnectionInfo) -> ConnAuthError | None:
+        """A known driver error → the error with its fix (no token in the text)."""
+        return None
+
+    def is_auth_error(self, exc: BaseException) -> bool:
+        """True when the warehouse rejected the credential (reconnect with a fresh one)."""
+        return False
+
+
+class TooManyRows(ConnAuthError):
+    code = "too_many_rows"
+    status = 400
+
+
+class QueryError(ConnAuthError):
+    """The warehouse rejected the SQL: its message, cleanly."""
+
+    code = "query_error"
+    status = 400
