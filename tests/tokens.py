@@ -1,6 +1,6 @@
 """Real tokens from the test IdP for driver-level tests (no broker involved).
 
-    token = user_token(idp, "alice", scopes="sql", resource="https://dbx.local")
+token = user_token(idp, "alice", scopes="sql", resource="https://dbx.local")
 """
 
 from __future__ import annotations

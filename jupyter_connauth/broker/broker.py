@@ -23,10 +23,21 @@ from .config import ConnAuth
 from .fixes import fix_for
 from .flows import ConsentFlows, FlowStart
 from .idp import IdPClient, OAuthProtocolError
+from .jwt_mint import JWTMinter
+from .passthrough import Exchanger, SubjectRejected
 from .registry import ConnectionRegistry
 from .store import TokenStore
 
 log = logging.getLogger(__name__)
+
+CALLBACK_SUFFIX = "oauth/connector/callback"
+
+
+def public_url_of(redirect_uri: str) -> str:
+    """The Jupyter URL (the JWT issuer) from the callback URL."""
+    if redirect_uri.endswith(CALLBACK_SUFFIX):
+        return redirect_uri[: -len(CALLBACK_SUFFIX)]
+    return redirect_uri
 
 
 @dataclass
@@ -54,7 +65,7 @@ class TokenGrant:
             "identity": self.identity,
             "warning": self.warning,
         }
-        out.update(self.extra)
+        out.update((k, v) for k, v in self.extra.items() if k != "email")
         return out
 
 
@@ -105,9 +116,15 @@ class Broker:
             ttl=config.flow_ttl,
         )
         self._inflight: dict[tuple[str, str], asyncio.Task[TokenGrant | FlowStart]] = {}
+        self.exchanger = Exchanger(self.idp, config.refresh_leeway)
+        self.minter = JWTMinter(public_url_of(redirect_uri), self._stored_private_key)
 
     def set_redirect_uri(self, uri: str) -> None:
         self.redirect_uri = self.flows.redirect_uri = uri
+        self.minter.issuer = public_url_of(uri)
+
+    def _stored_private_key(self, name: str) -> bytes | None:
+        return self.store.get_secret(f"connection:{name}:private_key")
 
     async def aclose(self) -> None:
         await self.idp.aclose()
@@ -122,9 +139,59 @@ class Broker:
 
     # -- tokens ------------------------------------------------------------------
     async def token(self, user: str, name: str) -> TokenGrant | FlowStart:
-        """A fresh token, or a started consent flow saying why consent is needed."""
+        """A fresh credential, or a started consent flow saying why consent is needed.
+
+        ``oauth``: the user's access token. ``oauth-jwt``: a JWT minted for the user's
+        verified email. Pass-through modes: the user's token exchanged for the
+        warehouse's. In every case the stored grant is refreshed first when due.
+        """
         self._check_config()
         spec = self.connection(name)
+        result = await self._stored_grant(user, spec)
+        if isinstance(result, FlowStart) or spec.auth == "oauth":
+            return result
+        try:
+            if spec.auth == "oauth-jwt":
+                return self._mint(spec, result)
+            exchanged = await self.exchanger.exchange(user, spec, result.access_token)
+        except SubjectRejected:
+            self.store.drop_token(user, name, "grant_revoked")
+            self.exchanger.forget(user, name)
+            return await self.flows.start(user, spec, "grant_revoked")
+        return TokenGrant(
+            connection=name,
+            access_token=exchanged.access_token,
+            expires_at=exchanged.expires_at,
+            token_type=exchanged.token_type,
+            identity=result.identity,
+            warning=result.warning,
+            extra={"info": spec.kernel_info(), "kind": "oauth"},
+        )
+
+    def _mint(self, spec: ConnectionSpec, grant: TokenGrant) -> TokenGrant:
+        email = grant.extra.get("email")
+        if not email:
+            raise ConnAuthError(
+                f"The IdP did not say which email you have, so no Snowflake token can be "
+                f"minted for {spec.name!r}.",
+                "the IdP must return a verified email claim in the ID token: add the email "
+                "scope / claim to the IdP app, then authorize again",
+                code="no_email",
+            )
+        jwt = self.minter.mint(spec, str(email))
+        return TokenGrant(
+            connection=spec.name,
+            access_token=jwt.token,
+            expires_at=jwt.expires_at,
+            token_type="Bearer",  # noqa: S106 - the token type
+            identity=grant.identity,
+            warning=grant.warning,
+            extra={"info": spec.kernel_info(), "kind": "jwt"},
+        )
+
+    async def _stored_grant(self, user: str, spec: ConnectionSpec) -> TokenGrant | FlowStart:
+        """The stored grant, refreshed (single-flight) when it is due."""
+        name = spec.name
         stored = self.store.get_token(user, name)
         reason = self._consent_reason(user, spec, stored)
         if reason is not None:
@@ -168,6 +235,11 @@ class Broker:
             token_type=record.token_type,
             identity=record.display_identity,
             warning=warning,
+            extra={
+                "info": spec.kernel_info(),
+                "kind": "oauth",
+                "email": record.identity.get("email"),
+            },
         )
 
     async def _refresh(self, user: str, spec: ConnectionSpec) -> TokenGrant | FlowStart:
@@ -183,7 +255,7 @@ class Broker:
         if not old.refresh_token:
             return self._grant(spec, old)  # still valid for a little while; no way to renew
         scope = list(old.scope) if old.scope else list(self.flows.requested_scopes(spec))
-        extra = {"resource": spec.resource} if spec.resource else {}
+        extra = {"resource": spec.consent_resource} if spec.consent_resource else {}
         try:
             resp = await self.idp.refresh(refresh_token=old.refresh_token, scope=scope, extra=extra)
         except OAuthProtocolError as e:
@@ -264,6 +336,7 @@ class Broker:
             assert stored is not None and stored.record is not None
             record = stored.record
             self.store.drop_token(user, name, "revoked")
+            self.exchanger.forget(user, name)
             if self.config_error is None:
                 try:
                     if record.refresh_token:

@@ -68,10 +68,11 @@ class ConsentFlows:
         self.ttl = ttl
 
     def requested_scopes(self, spec: ConnectionSpec) -> list[str]:
-        return list(dict.fromkeys([*self.identity_scopes, *spec.scopes]))
+        return list(dict.fromkeys([*self.identity_scopes, *spec.consent_scopes]))
 
     def _extra(self, spec: ConnectionSpec) -> dict[str, str]:
-        return {"resource": spec.resource} if spec.resource else {}
+        resource = spec.consent_resource
+        return {"resource": resource} if resource else {}
 
     async def start(self, user: str, spec: ConnectionSpec, reason: str) -> FlowStart:
         now = time.time()
@@ -293,7 +294,7 @@ class ConsentFlows:
             if claims.get("email_verified") is False:
                 identity.pop("email", None)
 
-        missing = missing_scopes(spec.scopes, resp.scope)
+        missing = missing_scopes(spec.consent_scopes, resp.scope)
         if missing:
             raise self._fail(
                 flow,
@@ -317,7 +318,7 @@ class ConsentFlows:
         flow.status = "complete"
         flow.identity = record.display_identity
         self.store.update_flow(flow)
-        if "offline_access" in spec.scopes and not resp.refresh_token:
+        if "offline_access" in spec.consent_scopes and not resp.refresh_token:
             log.warning(
                 "jupyter-connauth: the IdP issued no refresh token for %s although "
                 "offline_access was requested; the user will be asked again at expiry",

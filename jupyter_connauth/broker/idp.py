@@ -259,6 +259,10 @@ class IdPClient:
             kwargs["scope"] = " ".join(scope)
         return await self._token_call("refresh", refresh_token=refresh_token, **kwargs)
 
+    async def grant(self, grant_type: str, params: dict[str, str]) -> TokenResponse:
+        """Any other grant at the token endpoint (token exchange, jwt-bearer)."""
+        return await self._token_call("grant", grant_type=grant_type, **params)
+
     async def revoke(self, token: str, hint: str) -> bool:
         """Revoke at the IdP when discovery advertises an endpoint. True if it said OK."""
         meta = await self.metadata()

@@ -22,6 +22,8 @@ def get_connector(name: str) -> Connector:
     """The connector for ``bigquery``, ``databricks`` or ``snowflake``."""
     module = _MODULES.get(name)
     if module is None:
-        raise ConfigError("connector", f"unknown connector {name!r}", f"use one of: {', '.join(_MODULES)}")
+        raise ConfigError(
+            "connector", f"unknown connector {name!r}", f"use one of: {', '.join(_MODULES)}"
+        )
     connector: Connector = import_module(module).CONNECTOR
     return connector

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-ACCESS_TOKEN_PLACEHOLDER = "{ACCESS_TOKEN}"
+ACCESS_TOKEN_PLACEHOLDER = "{ACCESS_TOKEN}"  # noqa: S105 - a placeholder
 
 Params = Mapping[str, Any] | None
 Progress = Callable[[str], None]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import ConfigError
-from .flavours import Flavour, default_scopes
+from .flavours import EXCHANGE_MODES, SUBJECT_SCOPES, Flavour, default_scopes
 from .scopes import parse_scopes, scope_fingerprint
 
 Source = Literal["config", "api"]
@@ -69,9 +69,37 @@ class ConnectionSpec:
     source: Source = "config"
 
     @property
+    def exchanges(self) -> bool:
+        """Pass-through: the stored token is a subject, exchanged for the warehouse's."""
+        return self.auth in EXCHANGE_MODES
+
+    @property
+    def consent_scopes(self) -> tuple[str, ...]:
+        """What the user consents to: the warehouse scopes, or the subject's for exchanges."""
+        if self.exchanges:
+            return parse_scopes(self.extra.get("subject_scopes")) or SUBJECT_SCOPES
+        return self.scopes
+
+    @property
+    def consent_resource(self) -> str | None:
+        """The resource indicator of the consent request (exchanges name it later)."""
+        return None if self.exchanges else self.resource
+
+    @property
     def fingerprint(self) -> str:
         """Changes whenever the consent a token was granted under no longer applies."""
-        return scope_fingerprint(self.scopes, self.resource, self.auth)
+        extra = " ".join(self.consent_scopes) if self.exchanges else None
+        return scope_fingerprint(self.scopes, self.resource, self.auth, extra)
+
+    def kernel_info(self) -> dict[str, Any]:
+        """What a kernel needs to open the driver connection (no secrets)."""
+        return {
+            "name": self.name,
+            "connector": self.connector,
+            "auth": self.auth,
+            "params": dict(self.params),
+            "driver_options": dict(self.driver_options),
+        }
 
     def public_dict(self) -> dict[str, Any]:
         """Everything about the connection that any user may see (no secrets)."""
@@ -162,7 +190,7 @@ def parse_connection(
             params[key] = raw[key]
 
     if "scopes" in raw and raw["scopes"] not in (None, "", []):
-        if not isinstance(raw["scopes"], (str, list, tuple)):
+        if not isinstance(raw["scopes"], str | list | tuple):
             raise ConfigError(_where(name, "scopes"), "must be a space-separated string or a list")
         scopes = parse_scopes(raw["scopes"])
     else:

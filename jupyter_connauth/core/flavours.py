@@ -24,8 +24,14 @@ _DEFAULT_SCOPES: dict[tuple[str, Flavour], tuple[str, ...]] = {
     ("snowflake", "oidc"): ("session:role-any", "offline_access"),
 }
 
-#: Scopes the broker asks for when it mints Snowflake JWTs itself: only the identity.
-JWT_IDENTITY_SCOPES = ("openid", "email")
+#: Scopes the broker asks for when it mints Snowflake JWTs itself: the identity, kept
+#: fresh by refresh so a user disabled at the IdP gets no more JWTs.
+JWT_IDENTITY_SCOPES = ("openid", "email", "offline_access")
+
+#: What the user consents to for pass-through modes (the subject token), by default.
+SUBJECT_SCOPES = ("openid", "email", "offline_access")
+
+EXCHANGE_MODES = ("on-behalf-of", "token-exchange")
 
 
 #: Entra ID's login hosts: the public cloud and the sovereign clouds.
@@ -49,4 +55,15 @@ def default_scopes(connector: str, flavour: Flavour, auth: str = "oauth") -> tup
     """The template scopes for a connector, or None when the admin must choose them."""
     if auth == "oauth-jwt":
         return JWT_IDENTITY_SCOPES
-    return _DEFAULT_SCOPES.get((connector, flavour))
+    template = _DEFAULT_SCOPES.get((connector, flavour))
+    if template is not None and auth in EXCHANGE_MODES:
+        # An exchange asks for the resource's default permissions: X/user_impersonation
+        # becomes X/.default (Azure OBO); refresh is the subject's business.
+        return tuple(
+            dict.fromkeys(
+                s.rsplit("/", 1)[0] + "/.default" if "/" in s and not s.startswith("http") else s
+                for s in template
+                if s not in OIDC_SCOPES
+            )
+        )
+    return template
