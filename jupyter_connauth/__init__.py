@@ -11,10 +11,17 @@ from typing import Any
 
 from ._version import __version__
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "load_ipython_extension"]
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     from .server.app import ConnAuthApp
 
     return [{"module": "jupyter_connauth.server.app", "app": ConnAuthApp}]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext jupyter_connauth``: registers the ``%%sql_connector`` magics."""
+    from .kernel.magics import load_ipython_extension as _load
+
+    _load(ipython)

@@ -127,9 +127,8 @@ class TestJWTThroughTheBroker:
         await consent(first["authorize_url"], "carol")
         answer = await api(jp_fetch, "connections", "sf", "token", method="POST")
         assert answer["kind"] == "jwt"
-        key = serialization.load_pem_private_key(
-            Path(connections["sf"]["private_key_path"]).read_bytes(), None
-        )
+        pem = Path(connections["sf"]["private_key_path"]).read_bytes()  # noqa: ASYNC240
+        key = serialization.load_pem_private_key(pem, None)
         claims = pyjwt.decode(
             answer["access_token"],
             key.public_key(),  # type: ignore[union-attr]

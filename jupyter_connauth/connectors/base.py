@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 ACCESS_TOKEN_PLACEHOLDER = "{ACCESS_TOKEN}"  # noqa: S105 - a placeholder
 
-Params = Mapping[str, Any] | None
+#: Named parameters (a dict) or positional ones (a list).
+Params = Mapping[str, Any] | Sequence[Any] | None
 Progress = Callable[[str], None]
 
 

@@ -43,6 +43,7 @@ COMMON_KEYS = frozenset(
         # Snowflake OAuth (JWT)
         "jwt_audience",
         "jwt_user_claim",
+        "jwt_public_key_fp",
         "private_key_path",
         "private_key_env",
         # pass-through

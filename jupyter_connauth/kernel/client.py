@@ -166,6 +166,9 @@ class BrokerClient:
     def revoke(self, name: str) -> dict[str, Any]:
         return dict(self._call("POST", f"connections/{self._name(name)}/revoke"))
 
+    def doctor(self, name: str) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"connections/{self._name(name)}/doctor")["checks"])
+
     def flow(self, flow_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"flows/{self._name(flow_id)}"))
 

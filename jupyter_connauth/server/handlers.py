@@ -213,6 +213,15 @@ class PrivateKeyHandler(BrokerAPIHandler):
         self.write_json({"connection": name, "private_key_configured": True})
 
 
+class DoctorHandler(BrokerAPIHandler):
+    @connauth_authorized
+    async def get(self, name: str) -> None:
+        from ..broker.doctor import diagnose
+
+        checks = await diagnose(self.broker, self.connauth_user, name)
+        self.write_json({"connection": name, "checks": checks})
+
+
 class FlowHandler(BrokerAPIHandler):
     @connauth_authorized
     async def get(self, flow_id: str) -> None:
@@ -305,6 +314,7 @@ HANDLERS: list[tuple[str, type[JupyterHandler]]] = [
     (rf"/{API}/connections/{_NAME}/authorize", AuthorizeHandler),
     (rf"/{API}/connections/{_NAME}/revoke", RevokeHandler),
     (rf"/{API}/connections/{_NAME}/private_key", PrivateKeyHandler),
+    (rf"/{API}/connections/{_NAME}/doctor", DoctorHandler),
     (rf"/{API}/flows/(?P<flow_id>[A-Za-z0-9_\-]{{1,64}})", FlowHandler),
     (r"/oauth/connector/callback", CallbackHandler),
 ]

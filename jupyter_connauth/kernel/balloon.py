@@ -1,0 +1,138 @@
+"""The Authorize balloon, and the wait for consent while the cell runs.
+
+While a cell executes the kernel processes no comm messages, so the Authorize button
+cannot call back into the kernel: it is a link that opens the IdP's consent page in a
+popup, and the kernel polls the broker for the flow's status, updating the balloon
+(kernel → frontend messages do flow during execution). Frontends without widgets get
+the same as text: the link, then the wait.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from typing import Any
+
+from ..core.errors import FlowError
+from .client import BrokerClient, ConsentNeeded
+
+_STYLE = (
+    "border:1px solid #d0a000;background:#fff8e1;border-radius:6px;padding:8px 12px;"
+    "max-width:46em;font-family:var(--jp-ui-font-family,sans-serif);font-size:13px;"
+)
+_BUTTON = (
+    "display:inline-block;background:#1a73e8;color:#fff;padding:4px 14px;border-radius:4px;"
+    "text-decoration:none;font-weight:600;margin:6px 0;"
+)
+
+
+def _popup_js(url: str) -> str:
+    js_url = json.dumps(url).replace("<", "\\u003c")
+    return html.escape(
+        f"window.open({js_url}, 'connauth', 'popup=yes,width=520,height=720'); return false;",
+        quote=True,
+    )
+
+
+def balloon_html(consent: ConsentNeeded, idp: str, status: str) -> str:
+    url = html.escape(consent.authorize_url, quote=True)
+    flow = html.escape(consent.flow_id)
+    return (
+        f'<div style="{_STYLE}" class="connauth-balloon" data-flow="{flow}">'
+        f"<b>Authorize {html.escape(consent.connection)}</b> at {html.escape(idp)}<br>"
+        f"Consent is needed because {html.escape(consent.reason_text)}.<br>"
+        f'<a class="connauth-authorize" href="{url}" target="_blank" rel="noopener" '
+        f'style="{_BUTTON}" onclick="{_popup_js(consent.authorize_url)}">Authorize</a> '
+        f'<span class="connauth-status">{html.escape(status)}</span></div>'
+    )
+
+
+def balloon_text(consent: ConsentNeeded, idp: str) -> str:
+    return (
+        f"Authorize {consent.connection} at {idp}: consent is needed because "
+        f"{consent.reason_text}.\nOpen this link to sign in:\n{consent.authorize_url}\n"
+    )
+
+
+class Balloon:
+    """Shows the balloon (display handle updates: works with or without widgets)."""
+
+    def __init__(self, consent: ConsentNeeded, idp: str, *, rich: bool) -> None:
+        self.consent = consent
+        self.idp = idp
+        self.rich = rich
+        self._handle: Any = None
+
+    def _bundle(self, status: str) -> dict[str, str]:
+        bundle = {"text/plain": balloon_text(self.consent, self.idp) + status}
+        if self.rich:
+            bundle["text/html"] = balloon_html(self.consent, self.idp, status)
+        return bundle
+
+    def show(self, status: str) -> None:
+        from IPython.display import display
+
+        if self._handle is None:
+            self._handle = display(self._bundle(status), raw=True, display_id=True)
+        else:
+            self._handle.update(self._bundle(status), raw=True)
+
+    def closed(self, status: str) -> None:
+        """The flow is over without success: keep the status, drop the link."""
+        text = f"{self.consent.connection}: {status}"
+        if self._handle is not None:
+            self._handle.update({"text/plain": text, "text/html": html.escape(text)}, raw=True)
+
+    def done(self, identity: str | None) -> None:
+        who = f" as {identity}" if identity else ""
+        line = f"Authorized{who} for {self.consent.connection}"
+        if self._handle is not None:
+            self._handle.update({"text/plain": line, "text/html": html.escape(line)}, raw=True)
+
+
+def wait_for_consent(
+    client: BrokerClient,
+    consent: ConsentNeeded,
+    *,
+    idp: str,
+    timeout: float,
+    interval: float = 0.5,
+    rich: bool = True,
+) -> dict[str, Any]:
+    """Show the balloon and poll the flow until it completes, fails or times out.
+
+    Ctrl-C (interrupt) stops waiting; the flow then simply expires at the broker.
+    """
+    balloon = Balloon(consent, idp, rich=rich)
+    deadline = time.monotonic() + min(timeout, max(1.0, consent.expires_at - time.time()))
+    shown_at = -1
+    try:
+        while True:
+            left = int(deadline - time.monotonic())
+            if left != shown_at and (left % 5 == 0 or shown_at < 0 or left < 10):
+                balloon.show(f"Waiting for you to sign in… {left // 60}:{left % 60:02d} left")
+                shown_at = left
+            flow = client.flow(consent.flow_id)
+            if flow["status"] == "complete":
+                balloon.done(flow.get("identity"))
+                return flow
+            if flow["status"] == "failed":
+                balloon.closed(f"authorization failed: {flow.get('message')}")
+                raise FlowError(
+                    flow.get("message") or "Authorization failed.",
+                    flow.get("fix"),
+                    code=flow.get("error") or "flow_error",
+                )
+            if left <= 0:
+                balloon.closed("timed out waiting for authorization")
+                raise FlowError(
+                    f"Timed out waiting for authorization of {consent.connection!r}.",
+                    "run the cell again and finish signing in within the time limit "
+                    "(%config ConnAuthMagics.wait_timeout = seconds)",
+                    code="flow_timeout",
+                )
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        balloon.closed("authorization cancelled")
+        raise
