@@ -17,9 +17,10 @@ from tests.idp_fixture import headless_login
 class Shell:
     """An IPython shell whose display output is recorded (the balloon, tables)."""
 
-    def __init__(self, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setenv("JUPYTER_CONNAUTH_URL", env["url"])
-        monkeypatch.setenv("JUPYTER_CONNAUTH_TOKEN", env["token"])
+    def __init__(self, env: dict[str, str] | None, monkeypatch: pytest.MonkeyPatch) -> None:
+        if env is not None:
+            monkeypatch.setenv("JUPYTER_CONNAUTH_URL", env["url"])
+            monkeypatch.setenv("JUPYTER_CONNAUTH_TOKEN", env["token"])
         self.ip = InteractiveShell.instance()
         self.outputs: list[dict[str, Any]] = []
         self.lock = threading.Lock()

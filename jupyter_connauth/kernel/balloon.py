@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from ..core.errors import FlowError
-from .client import BrokerClient, ConsentNeeded
+from .client import BrokerAPI, ConsentNeeded
 
 _STYLE = (
     "border:1px solid #d0a000;background:#fff8e1;border-radius:6px;padding:8px 12px;"
@@ -92,7 +92,7 @@ class Balloon:
 
 
 def wait_for_consent(
-    client: BrokerClient,
+    client: BrokerAPI,
     consent: ConsentNeeded,
     *,
     idp: str,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import httpx2
@@ -65,6 +65,28 @@ class ConsentNeeded:
 
     def __repr__(self) -> str:
         return f"ConsentNeeded(connection={self.connection!r}, reason={self.reason!r})"
+
+
+class BrokerAPI(Protocol):
+    """What kernels need from a broker: over HTTP, or in-process without a server."""
+
+    def info(self) -> dict[str, Any]: ...
+    def connections(self) -> list[dict[str, Any]]: ...
+    def status(self, name: str) -> dict[str, Any]: ...
+    def token(self, name: str) -> AccessToken | ConsentNeeded: ...
+    def authorize(self, name: str) -> ConsentNeeded: ...
+    def revoke(self, name: str) -> dict[str, Any]: ...
+    def flow(self, flow_id: str) -> dict[str, Any]: ...
+    def doctor(self, name: str) -> list[dict[str, Any]]: ...
+
+
+def connect_broker() -> BrokerAPI:
+    """The server's broker when this kernel was started by one, else an in-process one."""
+    if os.environ.get(URL_ENV) and os.environ.get(TOKEN_ENV):
+        return BrokerClient()
+    from .local import LocalBrokerClient
+
+    return LocalBrokerClient()
 
 
 class BrokerClient:

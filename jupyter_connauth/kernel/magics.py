@@ -21,7 +21,7 @@ from traitlets import Bool, Float, Int
 
 from ..core.errors import ConfigError, ConnAuthError
 from .balloon import wait_for_consent
-from .client import BrokerClient, ConsentNeeded
+from .client import BrokerAPI, ConsentNeeded, connect_broker
 from .display import Ticker, show_table
 from .runner import Runner
 
@@ -65,15 +65,15 @@ class ConnAuthMagics(Magics):
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
-        self._client: BrokerClient | None = None
+        self._client: BrokerAPI | None = None
         self._runner: Runner | None = None
         self._idp = "your identity provider"
 
     # -- plumbing ------------------------------------------------------------------
     @property
-    def client(self) -> BrokerClient:
+    def client(self) -> BrokerAPI:
         if self._client is None:
-            self._client = BrokerClient()
+            self._client = connect_broker()
             try:
                 info = self._client.info()
                 url = info.get("discovery_url") or ""

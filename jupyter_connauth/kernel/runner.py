@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..connectors import get_connector
 from ..connectors.base import ConnectionInfo, Connector, Credential, Params, Progress
 from ..core.errors import ConsentRequired
-from .client import AccessToken, BrokerClient, ConsentNeeded
+from .client import AccessToken, BrokerAPI, ConsentNeeded
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,7 +39,7 @@ class Session:
 class Runner:
     """One per kernel: the kernel belongs to one user, so sessions are per connection."""
 
-    def __init__(self, client: BrokerClient) -> None:
+    def __init__(self, client: BrokerAPI) -> None:
         self.client = client
         self.sessions: dict[str, Session] = {}
 

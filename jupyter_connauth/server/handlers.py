@@ -21,9 +21,9 @@ from tornado import web
 
 from ..broker.broker import Broker, TokenGrant
 from ..broker.flows import FlowStart
+from ..broker.pages import CALLBACK_HEADERS, render_callback
 from ..core.errors import ConnAuthError
 from ..core.tokens import Flow
-from .pages import callback_page
 
 log = logging.getLogger(__name__)
 
@@ -238,69 +238,14 @@ class CallbackHandler(ConnAuthMixin, JupyterHandler):
 
     @allow_unauthenticated
     async def get(self) -> None:
-        self.set_header("Cache-Control", "no-store")
-        self.set_header("Referrer-Policy", "no-referrer")
-        self.set_header(
-            "Content-Security-Policy",
-            "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
-            "frame-ancestors 'none'",
-        )
-        params: dict[str, str] = {}
-        for key, values in self.request.query_arguments.items():
-            if len(values) != 1:
-                self._page(
-                    400, False, "Bad sign-in response", f"The parameter {key!r} is repeated."
-                )
-                return
-            try:
-                params[key] = values[0].decode("utf-8")
-            except UnicodeDecodeError:
-                self._page(
-                    400, False, "Bad sign-in response", f"The parameter {key!r} is not UTF-8."
-                )
-                return
         caller = self.owner if self.current_user else None
-        try:
-            flow = await self.broker.callback(params, caller)
-        except ConnAuthError as e:
-            log.info("jupyter-connauth: callback refused: %s", e.code)
-            self._page(400, False, "Authorization failed", e.message, e.fix, error=e.code)
-            return
-        who = f" as {flow.identity}" if flow.identity else ""
-        self._page(
-            200,
-            True,
-            "Authorized",
-            f"Authorized{who} for {flow.connection}.",
-            flow_id=flow.flow_id,
-            connection=flow.connection,
-        )
-
-    def _page(
-        self,
-        status: int,
-        ok: bool,
-        title: str,
-        message: str,
-        fix: str | None = None,
-        *,
-        flow_id: str | None = None,
-        connection: str | None = None,
-        error: str | None = None,
-    ) -> None:
+        status, page = await render_callback(self.broker, self.request.query_arguments, caller)
+        if status != 200:
+            log.info("jupyter-connauth: callback refused (HTTP %s)", status)
         self.set_status(status)
-        self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(
-            callback_page(
-                ok=ok,
-                title=title,
-                message=message,
-                fix=fix,
-                flow_id=flow_id,
-                connection=connection,
-                error=error,
-            )
-        )
+        for header, value in CALLBACK_HEADERS.items():
+            self.set_header(header, value)
+        self.finish(page)
 
 
 _NAME = r"(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]{0,63})"

@@ -71,3 +71,57 @@ def callback_page(
         fix=f'<p class="fix"><b>How to fix:</b> {escape(fix)}</p>' if fix else "",
         payload=_script_json(payload),
     )
+
+
+class BadCallback(ValueError):
+    """A callback request that is not even well-formed."""
+
+
+def callback_params(query_arguments: dict[str, list[bytes]]) -> dict[str, str]:
+    """One value per parameter, valid UTF-8; raises :class:`BadCallback` otherwise."""
+    params: dict[str, str] = {}
+    for key, values in query_arguments.items():
+        if len(values) != 1:
+            raise BadCallback(f"The parameter {key!r} is repeated.")
+        try:
+            params[key] = values[0].decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadCallback(f"The parameter {key!r} is not UTF-8.") from None
+    return params
+
+
+CALLBACK_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+        "frame-ancestors 'none'"
+    ),
+    "Content-Type": "text/html; charset=utf-8",
+}
+
+
+async def render_callback(
+    broker: Any, query_arguments: dict[str, list[bytes]], caller: str | None
+) -> tuple[int, str]:
+    """Handle a callback request for any host: (status, page)."""
+    from ..core.errors import ConnAuthError
+
+    try:
+        params = callback_params(query_arguments)
+    except BadCallback as e:
+        return 400, callback_page(ok=False, title="Bad sign-in response", message=str(e))
+    try:
+        flow = await broker.callback(params, caller)
+    except ConnAuthError as e:
+        return 400, callback_page(
+            ok=False, title="Authorization failed", message=e.message, fix=e.fix, error=e.code
+        )
+    who = f" as {flow.identity}" if flow.identity else ""
+    return 200, callback_page(
+        ok=True,
+        title="Authorized",
+        message=f"Authorized{who} for {flow.connection}.",
+        flow_id=flow.flow_id,
+        connection=flow.connection,
+    )

@@ -1,0 +1,209 @@
+"""No Jupyter server (plain IPython, VS Code, papermill): the broker runs in the kernel.
+
+It reads the same ``c.ConnAuth`` config (jupyter_server_config files and environment
+variables), uses the same encrypted store as the server extension, and receives the
+IdP's redirect on a loopback callback, ``http://127.0.0.1:<port>/oauth/connector/callback``
+(RFC 8252). Tornado serves that one route on a background thread; jupyter_server is
+never imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+import os
+import socket
+import threading
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from traitlets import Int
+from traitlets.config import Config
+
+from ..broker.broker import Broker
+from ..broker.config import ConnAuth
+from ..broker.flows import FlowStart
+from ..broker.pages import CALLBACK_HEADERS, render_callback
+from ..broker.store import SQLiteTokenStore
+from ..core.crypto import CryptKeeper
+from .client import AccessToken, ConsentNeeded
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class LocalConnAuth(ConnAuth):
+    loopback_port = Int(
+        0,
+        help="""Port of the loopback callback when no Jupyter server hosts the broker
+        (0: any free port; set one when the IdP app needs an exact redirect URI).""",
+    ).tag(config=True)
+
+
+def load_config() -> Config:
+    """``c.ConnAuth`` from the jupyter_server_config files, as the server would read it."""
+    from jupyter_core.paths import jupyter_config_path
+    from traitlets.config.loader import JSONFileConfigLoader, PyFileConfigLoader
+
+    config = Config()
+    for directory in reversed(jupyter_config_path()):  # lowest priority first
+        for loader_cls, name in (
+            (JSONFileConfigLoader, "jupyter_server_config.json"),
+            (PyFileConfigLoader, "jupyter_server_config.py"),
+        ):
+            if (Path(directory) / name).is_file():
+                config.merge(loader_cls(name, path=directory).load_config())
+    local = Config()
+    for section in ("ConnAuth", "LocalConnAuth"):
+        if section in config:
+            local.LocalConnAuth.merge(config[section])
+    return local
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class LocalBrokerClient:
+    """The :class:`BrokerClient` interface, answered by a broker in this process."""
+
+    def __init__(self, config: Config | None = None, user: str | None = None) -> None:
+        self.settings = LocalConnAuth(config=config if config is not None else load_config())
+        self.user = user or os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+        self.port = self.settings.loopback_port or _free_port()
+        self.redirect_uri = f"http://127.0.0.1:{self.port}/oauth/connector/callback"
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._serve, name="connauth-broker", daemon=True)
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise self._error
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            from tornado.web import Application, RequestHandler
+
+            crypt = CryptKeeper.from_env_or_file(Path(self.settings.key_file))
+            store = SQLiteTokenStore(self.settings.store_path, crypt)
+            self.broker = Broker(self.settings, store, redirect_uri=self.redirect_uri)
+            broker, owner = self.broker, self.user
+
+            class Callback(RequestHandler):
+                async def get(self) -> None:
+                    status, page = await render_callback(
+                        broker, self.request.query_arguments, owner
+                    )
+                    self.set_status(status)
+                    for header, value in CALLBACK_HEADERS.items():
+                        self.set_header(header, value)
+                    self.finish(page)
+
+                def log_exception(self, *args: Any) -> None:  # no query strings in logs
+                    log.warning("jupyter-connauth: loopback callback failed")
+
+            app = Application(
+                [(r"/oauth/connector/callback", Callback)], log_function=lambda _h: None
+            )
+            self.server = app.listen(self.port, address="127.0.0.1")
+        except BaseException as e:  # reported to the constructor's caller
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        self.loop.run_forever()
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def _call(self, fn: Any, *args: Any) -> Any:
+        async def call() -> Any:
+            return fn(*args)
+
+        return self._run(call())
+
+    def close(self) -> None:
+        async def stop() -> None:
+            self.server.stop()
+            await self.broker.aclose()
+
+        try:
+            self._run(stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(5)
+
+    # -- the BrokerClient interface --------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        b = self.broker
+        return {
+            "user": self.user,
+            "flavour": b.flavour,
+            "redirect_uri": b.redirect_uri,
+            "discovery_url": b.config.discovery_url,
+            "config_error": b.config_error.to_json() if b.config_error else None,
+            "local": True,
+        }
+
+    def connections(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call(self.broker.statuses, self.user)
+        return result
+
+    def status(self, name: str) -> dict[str, Any]:
+        self.broker.connection(name)
+        result: dict[str, Any] = self._call(self.broker.status, self.user, name)
+        return result
+
+    @staticmethod
+    def _answer(result: Any) -> AccessToken | ConsentNeeded:
+        data = result.to_json()
+        if isinstance(result, FlowStart):
+            return ConsentNeeded(
+                connection=data["connection"],
+                reason=data["reason"],
+                reason_text=data["reason_text"],
+                authorize_url=data["authorize_url"],
+                flow_id=data["flow_id"],
+                expires_at=data["expires_at"],
+            )
+        known = {"status", "connection", "access_token", "expires_at", "token_type"}
+        known |= {"identity", "warning"}
+        return AccessToken(
+            connection=data["connection"],
+            access_token=data["access_token"],
+            expires_at=data.get("expires_at"),
+            token_type=data.get("token_type") or "Bearer",
+            identity=data.get("identity"),
+            warning=data.get("warning"),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+
+    def token(self, name: str) -> AccessToken | ConsentNeeded:
+        return self._answer(self._run(self.broker.token(self.user, name)))
+
+    def authorize(self, name: str) -> ConsentNeeded:
+        answer = self._answer(self._run(self.broker.authorize(self.user, name)))
+        assert isinstance(answer, ConsentNeeded)
+        return answer
+
+    def revoke(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._run(self.broker.revoke(self.user, name))
+        return result
+
+    def flow(self, flow_id: str) -> dict[str, Any]:
+        flow = self._call(self.broker.flow_status, self.user, flow_id)
+        result: dict[str, Any] = flow.public_dict()
+        return result
+
+    def doctor(self, name: str) -> list[dict[str, Any]]:
+        from ..broker.doctor import diagnose
+
+        result: list[dict[str, Any]] = self._run(diagnose(self.broker, self.user, name))
+        return result
