@@ -17,6 +17,7 @@ from .._version import __version__
 from ..broker.broker import Broker
 from ..broker.config import ConnAuth
 from ..broker.store import SQLiteTokenStore
+from ..broker.warehouse import WarehouseCalls
 from ..core.crypto import CryptKeeper
 from ..core.errors import ConfigError
 from .handlers import HANDLERS
@@ -57,8 +58,10 @@ class ConnAuthApp(ExtensionApp):
         for name, err in self.broker.registry.errors.items():
             self.log.error("jupyter-connauth: connection %s is unusable: %s", name, err)
         self.kernel_token = secrets.token_urlsafe(32)
+        self.warehouse = WarehouseCalls(self.broker)
         self.settings.update(
             connauth_broker=self.broker,
+            connauth_warehouse=self.warehouse,
             connauth_owner=self.owner,
             connauth_kernel_token=self.kernel_token,
             connauth_version=__version__,
@@ -80,6 +83,7 @@ class ConnAuthApp(ExtensionApp):
         self._export_kernel_env()
 
     async def stop_extension(self) -> None:
+        self.warehouse.close()
         await self.broker.aclose()
 
     # -- URLs -------------------------------------------------------------------

@@ -22,6 +22,7 @@ from tornado import web
 from ..broker.broker import Broker, TokenGrant
 from ..broker.flows import FlowStart
 from ..broker.pages import CALLBACK_HEADERS, render_callback
+from ..broker.warehouse import WarehouseCalls
 from ..core.errors import ConnAuthError
 from ..core.tokens import Flow
 
@@ -48,6 +49,10 @@ class ConnAuthMixin(ExtensionHandlerMixin):
     @property
     def broker(self) -> Broker:
         return cast(Broker, self.settings["connauth_broker"])
+
+    @property
+    def warehouse(self) -> WarehouseCalls:
+        return cast(WarehouseCalls, self.settings["connauth_warehouse"])
 
     @property
     def owner(self) -> str:
@@ -213,6 +218,29 @@ class PrivateKeyHandler(BrokerAPIHandler):
         self.write_json({"connection": name, "private_key_configured": True})
 
 
+class TestHandler(BrokerAPIHandler):
+    """A trivial query through the broker (the sidebar's Test button)."""
+
+    @connauth_authorized
+    async def post(self, name: str) -> None:
+        result = await self.warehouse.test(self.connauth_user, name)
+        self.write_json(result.to_json() if isinstance(result, FlowStart) else result)
+
+
+class BrowseHandler(BrokerAPIHandler):
+    """The browse tree: ?path= (empty) → catalogs, a → schemas, a/b → tables, a/b/c → columns."""
+
+    @connauth_authorized
+    async def get(self, name: str) -> None:
+        raw = self.get_query_argument("path", "")
+        path = [p for p in raw.split("/") if p] if raw else []
+        result = await self.warehouse.browse(self.connauth_user, name, path)
+        if isinstance(result, FlowStart):
+            self.write_json(result.to_json())
+        else:
+            self.write_json({"status": "ok", "connection": name, "path": path, "items": result})
+
+
 class DoctorHandler(BrokerAPIHandler):
     @connauth_authorized
     async def get(self, name: str) -> None:
@@ -260,6 +288,8 @@ HANDLERS: list[tuple[str, type[JupyterHandler]]] = [
     (rf"/{API}/connections/{_NAME}/revoke", RevokeHandler),
     (rf"/{API}/connections/{_NAME}/private_key", PrivateKeyHandler),
     (rf"/{API}/connections/{_NAME}/doctor", DoctorHandler),
+    (rf"/{API}/connections/{_NAME}/test", TestHandler),
+    (rf"/{API}/connections/{_NAME}/browse", BrowseHandler),
     (rf"/{API}/flows/(?P<flow_id>[A-Za-z0-9_\-]{{1,64}})", FlowHandler),
     (r"/oauth/connector/callback", CallbackHandler),
 ]
