@@ -16,7 +16,7 @@ import shlex
 import time
 from typing import Any
 
-from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from traitlets import Bool, Float, Int
 
 from ..core.errors import ConfigError, ConnAuthError
@@ -109,6 +109,7 @@ class ConnAuthMagics(Magics):
         )
 
     # -- the magic -----------------------------------------------------------------
+    @no_var_expand  # {dict_var} reaches --params as a name, never as formatted text
     @line_cell_magic
     def sql_connector(self, line: str, cell: str | None = None) -> Any:
         try:

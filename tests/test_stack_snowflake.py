@@ -1,0 +1,235 @@
+"""The whole path for Snowflake: magics in IPython → broker in a real Jupyter server →
+real IdP → the official driver → a local Snowflake that checks tokens like Snowflake."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.idp_fixture import TestIdP
+from tests.servers.snowflake.fixture import SnowflakeServer
+from tests.test_magics import Shell, sign_in_when_asked
+
+pytestmark = pytest.mark.timeout(180)
+
+SF = "https://snowflake.local"
+JWT_AUD = "snowflake:connauth"
+USERS = {
+    "alice@example.com": {"name": "ALICE", "default_role": "ANALYST", "roles": ["ANALYST"]},
+    "bob@example.com": {"name": "BOB", "default_role": "ANALYST", "roles": ["ANALYST"]},
+}
+
+
+@pytest.fixture(scope="module")
+def broker_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, rsa.RSAPrivateKey]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = tmp_path_factory.mktemp("keys") / "broker.pem"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return path, key
+
+
+@pytest.fixture
+def idp_config() -> dict[str, Any]:
+    return {
+        "resources": {SF: {"audience": SF, "scopes": ["session:role-any"]}},
+        "access_token_ttl": 600,
+    }
+
+
+@pytest.fixture
+def snowflake(
+    idp: TestIdP, server_url: str, broker_key: tuple[Path, rsa.RSAPrivateKey]
+) -> Iterator[SnowflakeServer]:
+    public = (
+        broker_key[1]
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    config = {
+        "integrations": [
+            {
+                "name": "IDP",
+                "issuer": idp.issuer,
+                "jwks_url": idp.discovery()["jwks_uri"],
+                "audiences": [SF],
+                "any_role_mode": "ENABLE",
+            },
+            {
+                "name": "JUPYTER",
+                "issuer": server_url,
+                "public_keys": [public],
+                "audiences": [JWT_AUD],
+            },
+        ],
+        "users": USERS,
+    }
+    with SnowflakeServer(config) as server:
+        yield server
+
+
+@pytest.fixture
+def connections(
+    snowflake: SnowflakeServer, broker_key: tuple[Path, rsa.RSAPrivateKey]
+) -> dict[str, Any]:
+    driver = {
+        "host": snowflake.host,
+        "port": snowflake.port,
+        "protocol": "http",
+        "login_timeout": 30,
+        "enable_server_session_keep_alive_auto_detection": False,
+    }
+    base = {
+        "connector": "snowflake",
+        "account": "connauth",
+        "database": "CONNAUTH",
+        "schema": "PUBLIC",
+    }
+    return {
+        "sales": {
+            **base,
+            "scopes": "session:role-any offline_access",
+            "resource": SF,
+            "driver_options": driver,
+        },
+        "sales_jwt": {
+            **base,
+            "role": "ANALYST",
+            "auth": "oauth-jwt",
+            "jwt_audience": JWT_AUD,
+            "private_key_path": str(broker_key[0]),
+            "driver_options": driver,
+        },
+    }
+
+
+@pytest.fixture
+def shell(kernel_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    from IPython.core.interactiveshell import InteractiveShell
+
+    s = Shell(kernel_env, monkeypatch)
+    yield s
+    magics = s.ip.magics_manager.registry.pop("ConnAuthMagics", None)
+    if magics is not None and magics._runner is not None:
+        magics._runner.close()
+    InteractiveShell.clear_instance()
+
+
+async def test_cell_waits_for_consent_then_shows_rows(shell, snowflake, broker):
+    cell = "%%sql_connector sales -o df\nSELECT region, amount, owner FROM sales ORDER BY amount"
+    running = asyncio.ensure_future(shell.run(cell))
+    await sign_in_when_asked(shell, "alice")
+    result = await running
+    assert result.error_in_exec is None, result.error_in_exec
+    df = shell.ip.user_ns["df"]
+    assert set(df["OWNER"]) == {"ALICE"} and len(df) == 3
+    assert shell.ip.user_ns["_"] is df
+    text = shell.text()
+    assert "Authorized as alice@example.com for sales" in text
+    assert "3 rows in" in text
+    logins = snowflake.stats()["logins"]
+    # again: no balloon, no new login at the warehouse
+    shell.outputs.clear()
+    again = await shell.run("%%sql_connector sales\nSELECT COUNT(*) AS n FROM sales")
+    assert again.error_in_exec is None
+    assert "Authorize" not in shell.text()
+    assert snowflake.stats()["logins"] == logins
+    # no token in anything the notebook shows
+    record = broker.store.get_token("alice", "sales").record
+    assert record.access_token not in shell.text() + repr(shell.outputs)
+    assert record.refresh_token not in shell.text() + repr(shell.outputs)
+
+
+async def test_params_are_bound_and_whoami(shell, consent, jp_fetch):
+    from tests.test_consent_flow import api
+
+    answer = await api(jp_fetch, "connections", "sales", "token", method="POST")
+    await consent(answer["authorize_url"], "alice")
+    shell.ip.user_ns["f"] = {"region": "EMEA' OR '1'='1"}
+    r = await shell.run(
+        "%%sql_connector sales -o hits --params {f}\nSELECT * FROM sales WHERE region = :region"
+    )
+    assert r.error_in_exec is None, r.error_in_exec
+    assert len(shell.ip.user_ns["hits"]) == 0  # the quote is data, not SQL
+    r = await shell.run(
+        '%%sql_connector sales -o eu --params \'{"region": "EMEA"}\'\n'
+        "SELECT * FROM sales WHERE region = :region"
+    )
+    assert r.error_in_exec is None and len(shell.ip.user_ns["eu"]) == 1
+    shell.outputs.clear()
+    await shell.run("%sql_connector whoami sales")
+    assert "ALICE" in shell.text()
+
+
+async def test_two_users_see_their_own_rows(jp_fetch, consent, broker, jp_serverapp):
+    from tests.test_consent_flow import api
+
+    warehouse = jp_serverapp.web_app.settings["connauth_warehouse"]
+    answer = await api(jp_fetch, "connections", "sales", "token", method="POST")
+    await consent(answer["authorize_url"], "alice")
+    bob = await broker.token("bob", "sales")
+    await consent(bob.authorize_url, "bob")
+    for user, name in (("alice", "ALICE"), ("bob", "BOB")):
+        who = await warehouse.call(user, "sales", "whoami")
+        assert who["user"] == name
+        table = await warehouse.call(user, "sales", "query_arrow", "SELECT owner FROM sales")
+        assert set(table.column("OWNER").to_pylist()) == {name}
+    tested = await api(jp_fetch, "connections", "sales", "test", method="POST")
+    assert tested["status"] == "ok" and tested["whoami"]["user"] == "ALICE"
+    tree = await api(jp_fetch, "connections", "sales", "browse")
+    assert "CONNAUTH" in tree["items"]
+
+
+async def test_jwt_minted_by_the_broker_is_accepted(shell, consent, jp_fetch):
+    from tests.test_consent_flow import api
+
+    answer = await api(jp_fetch, "connections", "sales_jwt", "token", method="POST")
+    await consent(answer["authorize_url"], "bob")
+    r = await shell.run("%sql_connector whoami sales_jwt")
+    assert r.error_in_exec is None, r.error_in_exec
+    assert "BOB" in shell.text() and "ANALYST" in shell.text()
+    r = await shell.run("%%sql_connector sales_jwt -o mine\nSELECT owner FROM sales")
+    assert set(shell.ip.user_ns["mine"]["OWNER"]) == {"BOB"}
+
+
+class TestRefreshMidSession:
+    @pytest.fixture
+    def idp_config(self) -> dict[str, Any]:
+        return {
+            "resources": {SF: {"audience": SF, "scopes": ["session:role-any"]}},
+            "access_token_ttl": 8,
+        }
+
+    @pytest.fixture
+    def connauth_config(self) -> dict[str, Any]:
+        return {"refresh_leeway": 5}
+
+    async def test_expiry_refreshes_and_reconnects_without_the_user(
+        self, shell, consent, jp_fetch, idp, snowflake
+    ):
+        from tests.test_consent_flow import api
+
+        answer = await api(jp_fetch, "connections", "sales", "token", method="POST")
+        await consent(answer["authorize_url"], "alice")
+        r = await shell.run("%%sql_connector sales\nSELECT 1 AS x")
+        assert r.error_in_exec is None, r.error_in_exec
+        assert snowflake.stats()["logins"] == 1
+        await asyncio.sleep(3.5)  # the token is now due for refresh
+        r = await shell.run("%%sql_connector sales -o after\nSELECT owner FROM sales")
+        assert r.error_in_exec is None, r.error_in_exec
+        assert idp.token_requests("refresh_token") == 1
+        assert snowflake.stats()["logins"] == 2  # reconnected with the fresh token
+        assert set(shell.ip.user_ns["after"]["OWNER"]) == {"ALICE"}
+        assert "Authorize" not in shell.text()
