@@ -101,3 +101,41 @@ async def test_unknown_connection_is_one_clear_message(shell):
     err = result.error_in_exec
     assert err is not None and "No connection named 'nope'" in str(err)
     assert hasattr(err, "_render_traceback_")
+
+
+async def test_no_wait_shows_the_balloon_and_returns(shell):
+    result = await shell.run("%%sql_connector sales --no-wait\nSELECT 1")
+    assert result.error_in_exec is None
+    text = shell.text()
+    assert not any("text/html" in o for o in shell.outputs)  # a terminal: text only
+    magics = shell.ip.magics_manager.registry["ConnAuthMagics"]
+    magics._rich = lambda: True  # as in a notebook (ipykernel)
+    await shell.run("%%sql_connector sales --no-wait\nSELECT 1")
+    assert "Authorize sales" in text and "/auth?" in text
+    assert "Run the cell again after you have authorized" in text
+    html = "".join(str(o.get("text/html", "")) for o in shell.outputs)
+    assert 'class="connauth-authorize"' in html and "window.open(" in html
+
+
+async def test_interrupt_cancels_the_wait_and_drops_the_link(shell):
+    running = asyncio.ensure_future(shell.run("%sql_connector authorize sales"))
+    for _ in range(200):
+        if "/auth?" in shell.text():
+            break
+        await asyncio.sleep(0.05)
+    # Ctrl-C in the kernel: KeyboardInterrupt in the thread running the cell
+    magics = shell.ip.magics_manager.registry["ConnAuthMagics"]
+    magics.poll_interval = 0.05
+    target = [t for t in threading.enumerate() if t.name.startswith("asyncio_")]
+    assert target
+    import ctypes
+
+    for t in target:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(t.ident), ctypes.py_object(KeyboardInterrupt)
+        )
+    result = await running
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    last = shell.outputs[-1]
+    assert "cancelled" in str(last.get("text/plain"))
+    assert "/auth?" not in str(last)
