@@ -153,3 +153,18 @@ def query(url: str) -> dict[str, str]:
 def caplog_all(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.DEBUG)
     return caplog
+
+
+@pytest.fixture
+def shell(kernel_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """An IPython shell whose kernel environment points at the test server's broker."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from tests.ipython_shell import Shell
+
+    s = Shell(kernel_env, monkeypatch)
+    yield s
+    magics = s.ip.magics_manager.registry.pop("ConnAuthMagics", None)
+    if magics is not None and magics._runner is not None:
+        magics._runner.close()
+    InteractiveShell.clear_instance()

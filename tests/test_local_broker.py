@@ -11,7 +11,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 from tests.idp_fixture import TestIdP, default_client, free_port
-from tests.test_magics import Shell, sign_in_when_asked
+from tests.ipython_shell import Shell, sign_in_when_asked
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.idp_fixture import TestIdP
+from tests.ipython_shell import sign_in_when_asked
 from tests.servers.snowflake.fixture import SnowflakeServer
-from tests.test_magics import Shell, sign_in_when_asked
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -113,18 +113,6 @@ def connections(
             "driver_options": driver,
         },
     }
-
-
-@pytest.fixture
-def shell(kernel_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
-    from IPython.core.interactiveshell import InteractiveShell
-
-    s = Shell(kernel_env, monkeypatch)
-    yield s
-    magics = s.ip.magics_manager.registry.pop("ConnAuthMagics", None)
-    if magics is not None and magics._runner is not None:
-        magics._runner.close()
-    InteractiveShell.clear_instance()
 
 
 async def test_cell_waits_for_consent_then_shows_rows(shell, snowflake, broker):

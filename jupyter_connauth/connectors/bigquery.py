@@ -115,7 +115,7 @@ class BigQueryConnector(Connector):
             )
         options = with_token(info.driver_options, cred.token)
         settings = _Settings(
-            use_storage_api=bool(options.pop("use_storage_api", True)),
+            use_storage_api=_flag(options.pop("use_storage_api", True)),
             retry_deadline=_optional_float(options.pop("retry_deadline", None)),
         )
         client = bigquery.Client(
@@ -138,11 +138,27 @@ class BigQueryConnector(Connector):
             return _Settings()
 
     def _retry(self, client: Any) -> dict[str, Any]:
+        """``retry=`` bounded by retry_deadline (empty: the driver's defaults)."""
         deadline = self._settings_for(client).retry_deadline
         if deadline is None:
             return {}
-        bigquery = self.driver()
-        return {"retry": bigquery.DEFAULT_RETRY.with_deadline(deadline)}
+        self.driver()
+        retries = importlib.import_module("google.cloud.bigquery.retry")
+        return {"retry": retries.DEFAULT_RETRY.with_deadline(deadline)}
+
+    def _job_retry(self, client: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """kwargs for ``client.query()`` and ``job.result()`` bounded by retry_deadline.
+
+        ``query()`` wraps jobs.insert in its own 10-minute retry unless ``job_retry`` is
+        None there; the job is still re-run on job failures through ``result()``.
+        """
+        retry = self._retry(client)
+        if not retry:
+            return {}, {}
+        retries = importlib.import_module("google.cloud.bigquery.retry")
+        deadline = self._settings_for(client).retry_deadline
+        job_retry = retries.DEFAULT_JOB_RETRY.with_deadline(deadline)
+        return {**retry, "job_retry": None}, {**retry, "job_retry": job_retry}
 
     # -- queries ----------------------------------------------------------------
     def query_parameters(self, params: Params) -> list[Any]:
@@ -168,12 +184,12 @@ class BigQueryConnector(Connector):
         """Run the job and wait for it: the finished RowIterator."""
         bigquery = self.driver()
         job_config = bigquery.QueryJobConfig(query_parameters=self.query_parameters(params))
-        retry = self._retry(client)
-        job = client.query(sql, job_config=job_config, job_id_prefix="connauth_", **retry)
+        query_retry, result_retry = self._job_retry(client)
+        job = client.query(sql, job_config=job_config, job_id_prefix="connauth_", **query_retry)
         try:
             if progress is not None:
                 progress(f"running job {job.job_id}")
-            rows = job.result(**retry)
+            rows = job.result(**result_retry)
         except KeyboardInterrupt:
             _cancel(job)
             raise
@@ -216,18 +232,19 @@ class BigQueryConnector(Connector):
         return arrow_to_pandas(table)
 
     def whoami(self, conn: Any) -> dict[str, Any]:
-        rows = conn.query_and_wait("SELECT SESSION_USER() AS user", **self._retry(conn))
+        rows = self._run(conn, "SELECT SESSION_USER() AS user", None, None, None)
         user = next(iter(rows))["user"]
         return {"user": user, "role": None}
 
     # -- metadata -------------------------------------------------------------------
     def list_catalogs(self, conn: Any) -> list[str]:
         """The connection's project first, then other projects the user can see."""
-        exceptions = importlib.import_module("google.api_core.exceptions")
         projects = [str(conn.project)]
         try:
             others = [p.project_id for p in conn.list_projects(max_results=1000, retry=None)]
-        except exceptions.GoogleAPICallError as exc:
+        except Exception as exc:
+            if isinstance(exc, ConnAuthError) or self.is_auth_error(exc):
+                raise
             # projects.list is optional (emulators lack it); the project is enough.
             log.debug("BigQuery projects.list failed: %s", _scrub(str(exc)))
             return projects
@@ -411,6 +428,8 @@ def _parameter(bigquery: Any, name: str, value: Any) -> Any:
     if isinstance(value, Mapping):
         fields = [_parameter(bigquery, str(k), v) for k, v in value.items()]
         return bigquery.StructQueryParameter(name, *fields)
+    if getattr(value, "ndim", 0) == 1 and hasattr(value, "tolist"):
+        value = value.tolist()  # a numpy array or pandas Series
     if isinstance(value, list | tuple):
         items = [_plain(v) for v in value]
         if any(isinstance(v, list | tuple | Mapping) for v in items):
@@ -461,6 +480,13 @@ def _cancel(job: Any) -> None:
         job.cancel(retry=None, timeout=10)
     except Exception as exc:
         log.warning("Could not cancel BigQuery job %s: %s", job.job_id, _scrub(str(exc)))
+
+
+def _flag(value: Any) -> bool:
+    """A boolean option that may come from JSON or an environment string."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "0", "false", "no", "off")
+    return bool(value)
 
 
 def _optional_float(value: Any) -> float | None:
@@ -563,6 +589,8 @@ def _translate_api_error(exc: Any, exceptions: Any, info: ConnectionInfo) -> Con
     message = _api_message(exc)
     reasons = _reasons(exc)
     project = info.params.get("project") or "the project"
+    if _is_storage_api_error(exc, message):
+        return _storage_api_error(exc, exceptions, message, project)
     if isinstance(exc, exceptions.Forbidden | exceptions.PermissionDenied):
         if reasons & {"quotaExceeded", "rateLimitExceeded"}:
             return ConnAuthError(
@@ -606,7 +634,7 @@ def _translate_api_error(exc: Any, exceptions: Any, info: ConnectionInfo) -> Con
         )
     if isinstance(exc, exceptions.BadRequest | exceptions.InvalidArgument):
         sql_fix = None
-        if re.search(r"(?i)query parameter", message):
+        if re.search(r"(?i)query parameter|not provided for the following parameters", message):
             sql_fix = "pass every @name the SQL uses in --params (a dict), and only those"
         return QueryError(f"BigQuery: {message}{_job_suffix(exc)}", sql_fix)
     if isinstance(exc, exceptions.ServerError | exceptions.DeadlineExceeded):
@@ -614,6 +642,32 @@ def _translate_api_error(exc: Any, exceptions: Any, info: ConnectionInfo) -> Con
             f"BigQuery failed: {message}",
             "try again in a minute; if it persists, check https://status.cloud.google.com",
             code="warehouse_error",
+        )
+    return None
+
+
+def _is_storage_api_error(exc: Any, message: str) -> bool:
+    text = f"{message} {exc}".lower()
+    return "bigquerystorage" in text or "readsession" in text or "read session" in text
+
+
+def _storage_api_error(
+    exc: Any, exceptions: Any, message: str, project: str
+) -> ConnAuthError | None:
+    """The Storage Read API (gRPC) failed while downloading a result."""
+    off = "or set use_storage_api: False in the connection's driver_options (slower REST download)"
+    if isinstance(exc, exceptions.Forbidden | exceptions.PermissionDenied):
+        return AccessDenied(
+            f"BigQuery Storage Read API permission denied: {message}",
+            f"ask a BigQuery admin to grant the user roles/bigquery.readSessionUser on project "
+            f"{project}, {off}",
+            code="permission_denied",
+        )
+    if isinstance(exc, exceptions.ServiceUnavailable | exceptions.DeadlineExceeded):
+        return ConnAuthError(
+            f"Cannot reach the BigQuery Storage Read API: {message}",
+            f"check network access to bigquerystorage.googleapis.com:443 (gRPC), {off}",
+            code="warehouse_unreachable",
         )
     return None
 

@@ -502,7 +502,7 @@ class SnowflakeConnector(Connector):
             return SnowflakeAuthError(
                 f"The Snowflake account of {name!r} does not accept OAuth logins (390102).",
                 "create an EXTERNAL_OAUTH security integration for the account and ENABLE it "
-                "(see the README's Snowflake section).",
+                "(see notebooks/snowflake.ipynb).",
                 code="snowflake_oauth_not_enabled",
             )
         if errno in SESSION_GONE:

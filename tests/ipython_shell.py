@@ -1,0 +1,56 @@
+"""An IPython shell for tests, and the user's part of the consent (headless)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from typing import Any
+
+import httpx2
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+from tests.idp_fixture import headless_login
+
+
+class Shell:
+    """An IPython shell whose display output is recorded (the balloon, tables)."""
+
+    def __init__(self, env: dict[str, str] | None, monkeypatch: pytest.MonkeyPatch) -> None:
+        if env is not None:
+            monkeypatch.setenv("JUPYTER_CONNAUTH_URL", env["url"])
+            monkeypatch.setenv("JUPYTER_CONNAUTH_TOKEN", env["token"])
+        self.ip = InteractiveShell.instance()
+        self.outputs: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        pub = self.ip.display_pub
+
+        def publish(data: dict[str, Any], metadata: Any = None, **kw: Any) -> None:
+            with self.lock:
+                self.outputs.append(dict(data))
+
+        monkeypatch.setattr(pub, "publish", publish)
+        self.ip.run_line_magic("load_ext", "jupyter_connauth")
+
+    def text(self) -> str:
+        with self.lock:
+            return "\n".join(str(o.get("text/plain", "")) for o in self.outputs)
+
+    async def run(self, code: str) -> Any:
+        result = await asyncio.to_thread(self.ip.run_cell, code)
+        return result
+
+
+async def sign_in_when_asked(shell: Shell, login: str = "alice") -> str:
+    """Wait for the balloon's link, then do what the user does in the popup."""
+    for _ in range(200):
+        m = re.search(r"(http://127\.0\.0\.1:\d+/auth\?\S+)", shell.text())
+        if m:
+            callback = await asyncio.to_thread(headless_login, m.group(1), login)
+            async with httpx2.AsyncClient() as http:
+                page = await http.get(callback)
+            assert page.status_code == 200, page.text
+            return callback
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no balloon; output was:\n{shell.text()}")
