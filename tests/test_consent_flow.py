@@ -13,8 +13,12 @@ from jupyter_connauth.kernel.client import AccessToken, BrokerClient, ConsentNee
 from tests.conftest import query
 
 
-async def api(jp_fetch: Any, *path: str, method: str = "GET", body: Any = None) -> Any:
+async def api(
+    jp_fetch: Any, *path: str, method: str = "GET", body: Any = None, params: Any = None
+) -> Any:
     kw: dict[str, Any] = {"method": method}
+    if params:
+        kw["params"] = params
     if body is not None or method in ("POST", "PUT"):
         kw["body"] = json.dumps(body or {})
     resp = await jp_fetch("connauth", "api", *path, **kw)

@@ -1,0 +1,87 @@
+"""The whole path for BigQuery: magics → broker → real IdP → google-cloud-bigquery → a
+local BigQuery (bqemulator) that checks bearer tokens and applies a row access policy."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.idp_fixture import TestIdP
+from tests.ipython_shell import sign_in_when_asked
+from tests.servers.bigquery.fixture import BigQueryServer
+from tests.test_consent_flow import api
+
+pytestmark = pytest.mark.timeout(180)
+
+BQ = "https://bigquery.local"
+BQ_SCOPE = "https://www.googleapis.com/auth/bigquery"
+PROJECT = "test-project"
+
+
+@pytest.fixture
+def idp_config() -> dict[str, Any]:
+    return {"resources": {BQ: {"audience": BQ, "scopes": [BQ_SCOPE]}}}
+
+
+@pytest.fixture
+def bigquery(idp: TestIdP) -> Iterator[BigQueryServer]:
+    srv = BigQueryServer(
+        {
+            "project": PROJECT,
+            "jwks_url": idp.discovery()["jwks_uri"],
+            "issuer": idp.issuer,
+            "audience": BQ,
+            "users": {"alice@example.com": ["demo"], "bob@example.com": ["demo"]},
+        }
+    )
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def connections(bigquery: BigQueryServer) -> dict[str, Any]:
+    return {
+        "bq": {
+            "connector": "bigquery",
+            "project": PROJECT,
+            "scopes": f"{BQ_SCOPE} offline_access",
+            "resource": BQ,
+            "driver_options": {
+                "client_options": {"api_endpoint": bigquery.endpoint},
+                "use_storage_api": False,
+                "retry_deadline": 20,
+            },
+        }
+    }
+
+
+async def test_cell_waits_for_consent_then_shows_rows(shell, bigquery):
+    shell.ip.user_ns["f"] = {"min": 0}
+    cell = "%%sql_connector bq -o df --params {f}\nSELECT * FROM demo.sales WHERE amount > @min"
+    running = asyncio.ensure_future(shell.run(cell))
+    await sign_in_when_asked(shell, "alice")
+    result = await running
+    assert result.error_in_exec is None, result.error_in_exec
+    df = shell.ip.user_ns["df"]
+    assert len(df) > 0 and set(df["owner"]) == {"alice@example.com"}
+    r = await shell.run("%sql_connector whoami bq")
+    assert r.error_in_exec is None and "alice@example.com" in shell.text()
+
+
+async def test_two_users_through_the_broker(jp_fetch, consent, broker, jp_serverapp):
+    warehouse = jp_serverapp.web_app.settings["connauth_warehouse"]
+    answer = await api(jp_fetch, "connections", "bq", "token", method="POST")
+    await consent(answer["authorize_url"], "alice")
+    bob = await broker.token("bob", "bq")
+    await consent(bob.authorize_url, "bob")
+    for user in ("alice", "bob"):
+        table = await warehouse.call(user, "bq", "query_arrow", "SELECT owner FROM demo.sales")
+        assert set(table.column("owner").to_pylist()) == {f"{user}@example.com"}
+    tree = await api(jp_fetch, "connections", "bq", "browse", params={"path": PROJECT})
+    assert "demo" in tree["items"]
