@@ -1273,7 +1273,78 @@ def snowflake() -> list[Cell]:
     ]
 
 
+def quickstart() -> list[Cell]:
+    """The demo stack's story (bash scripts/demo): connection names match demo/stack.py."""
+    return [
+        md(
+            """
+            # jupyter-connauth quickstart
+
+            Three warehouses run on this machine — Snowflake, Databricks SQL and BigQuery —
+            each with a `sales` table under a **row access policy**: every user sees only
+            their own rows. A local OpenID provider signs you in (any password works for
+            the demo users **alice** and **bob**).
+
+            Every query below runs **as you**: the warehouse sees your identity, not a
+            shared service account. The first time you use a connection an *Authorize*
+            balloon appears in the cell; sign in in the popup and the same cell finishes.
+            """
+        ),
+        code("%load_ext jupyter_connauth"),
+        code("%sql_connector list"),
+        md("## Snowflake\n\nRun the cell, click **Authorize**, sign in as `alice` or `bob`."),
+        code(
+            "%%sql_connector snowflake -o sf\n"
+            "SELECT region, amount, owner FROM sales ORDER BY amount"
+        ),
+        code("%sql_connector whoami snowflake"),
+        md(
+            """
+            ## Databricks SQL
+
+            Parameters are bound by the warehouse, never pasted into the SQL: `:region`
+            here, from a dict variable.
+            """
+        ),
+        code('filters = {"region": "EU"}'),
+        code(
+            "%%sql_connector databricks -o dbx --params {filters}\n"
+            "SELECT region, amount, owner FROM main.demo.sales WHERE region = :region"
+        ),
+        code(
+            "%%sql_connector databricks\n"
+            "SELECT region, amount, owner FROM main.demo.sales ORDER BY amount"
+        ),
+        md("## BigQuery\n\nBigQuery names parameters `@name`."),
+        code(
+            "%%sql_connector bigquery -o bq --params '{\"min\": 0}'\n"
+            "SELECT region, amount, owner FROM demo.sales WHERE amount > @min ORDER BY amount"
+        ),
+        code("%sql_connector whoami bigquery"),
+        md(
+            """
+            ## Who am I, everywhere
+
+            Your tokens are stored encrypted on the server and refreshed silently; the
+            notebook never sees a refresh token, and no token is saved in it.
+            """
+        ),
+        code("%sql_connector status"),
+        md(
+            """
+            ## Revoke, and consent again
+
+            Revoking forgets your token (and revokes it at the IdP). The next query asks for
+            consent again; `--no-wait` shows the balloon without waiting.
+            """
+        ),
+        code("%sql_connector revoke snowflake"),
+        code("%%sql_connector snowflake --no-wait\nSELECT region, amount, owner FROM sales"),
+    ]
+
+
 NOTEBOOKS: dict[str, Callable[[], list[Cell]]] = {
+    "quickstart": quickstart,
     "bigquery": bigquery,
     "databricks": databricks,
     "snowflake": snowflake,

@@ -243,6 +243,11 @@ class Broker:
         )
 
     async def _refresh(self, user: str, spec: ConnectionSpec) -> TokenGrant | FlowStart:
+        # Another process sharing the store (a hub service replica) may refresh too.
+        async with self.store.refresh_lock(user, spec.name):
+            return await self._refresh_locked(user, spec)
+
+    async def _refresh_locked(self, user: str, spec: ConnectionSpec) -> TokenGrant | FlowStart:
         # Re-read: another refresher may have finished between our read and now.
         stored = self.store.get_token(user, spec.name)
         reason = self._consent_reason(user, spec, stored)

@@ -15,8 +15,8 @@ import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,13 @@ class TokenStore(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources."""
+
+    @asynccontextmanager
+    async def refresh_lock(self, user: str, connection: str) -> AsyncIterator[None]:
+        """Held around a refresh of (user, connection). In-process single-flight is the
+        broker's; a store shared by several broker processes (PostgreSQL behind replicas)
+        overrides this with a cross-process lock."""
+        yield
 
 
 _SCHEMA = """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import secrets
 import socket
@@ -20,6 +21,7 @@ from ..broker.store import SQLiteTokenStore
 from ..broker.warehouse import WarehouseCalls
 from ..core.crypto import CryptKeeper
 from ..core.errors import ConfigError
+from .forward import FORWARD_HANDLERS, SERVICE_URL_ENV, HubForwarder, hub_forwarder
 from .handlers import HANDLERS
 
 CALLBACK_PATH = "oauth/connector/callback"
@@ -40,12 +42,48 @@ class ConnAuthApp(ExtensionApp):
         Default: $JUPYTERHUB_USER, else the operating-system user.""",
     ).tag(config=True)
 
+    kernel_secret = Unicode(
+        help="""The secret kernels present to the broker API (exported to them as
+        JUPYTER_CONNAUTH_TOKEN). Default: random per server start. Set it only for
+        automation that runs kernels outside this server (e.g. a headless check).""",
+    ).tag(config=True)
+
     @default("owner")
     def _default_owner(self) -> str:
         return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
 
+    hub_service_url = Unicode(
+        help="""URL of the JupyterHub connauth service (e.g.
+        http://127.0.0.1:10101/services/connauth/). When set on a JupyterHub user server,
+        the broker API is forwarded there and this server holds no secrets.
+        Default: $JUPYTER_CONNAUTH_HUB_SERVICE_URL.""",
+    ).tag(config=True)
+
+    @default("hub_service_url")
+    def _default_hub_service_url(self) -> str:
+        return os.environ.get(SERVICE_URL_ENV, "")
+
+    forwarder: HubForwarder | None = None
+
     def initialize_settings(self) -> None:
+        # Our modules' loggers speak through the server's log, as tornado's do.
+        pkg_log = logging.getLogger("jupyter_connauth")
+        pkg_log.parent = self.log
+        pkg_log.propagate = True
         self.connauth = ConnAuth(parent=self)
+        self.kernel_token = self.kernel_secret or secrets.token_urlsafe(32)
+        self.forwarder = hub_forwarder(self.hub_service_url)
+        if self.forwarder is not None:  # hub mode: the hub service is the broker
+            self.settings.update(
+                connauth_forwarder=self.forwarder,
+                connauth_owner=self.owner,
+                connauth_kernel_token=self.kernel_token,
+            )
+            self._export_kernel_env()
+            self.log.info(
+                "jupyter-connauth: forwarding to the hub service %s", self.hub_service_url
+            )
+            return
         try:
             crypt = CryptKeeper.from_env_or_file(Path(self.connauth.key_file))
         except ConfigError as e:
@@ -57,7 +95,6 @@ class ConnAuthApp(ExtensionApp):
             self.log.warning("jupyter-connauth: %s", self.broker.config_error)
         for name, err in self.broker.registry.errors.items():
             self.log.error("jupyter-connauth: connection %s is unusable: %s", name, err)
-        self.kernel_token = secrets.token_urlsafe(32)
         self.warehouse = WarehouseCalls(self.broker)
         self.settings.update(
             connauth_broker=self.broker,
@@ -75,14 +112,18 @@ class ConnAuthApp(ExtensionApp):
         )
 
     def initialize_handlers(self) -> None:
-        self.handlers.extend(HANDLERS)
+        self.handlers.extend(FORWARD_HANDLERS if self.forwarder else HANDLERS)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         # The port is final only now (port_retries): refresh what depends on it.
-        self.broker.set_redirect_uri(self.redirect_uri())
         self._export_kernel_env()
+        if self.forwarder is None:
+            self.broker.set_redirect_uri(self.redirect_uri())
 
     async def stop_extension(self) -> None:
+        if self.forwarder is not None:
+            await self.forwarder.aclose()
+            return
         self.warehouse.close()
         await self.broker.aclose()
 

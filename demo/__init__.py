@@ -1,0 +1,1 @@
+"""The offline demo stack (``bash scripts/demo``): not part of the installed package."""

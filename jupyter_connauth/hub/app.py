@@ -1,0 +1,170 @@
+"""``python -m jupyter_connauth.hub``: the broker as a JupyterHub managed service.
+
+JupyterHub starts it with ``JUPYTERHUB_SERVICE_URL``, ``JUPYTERHUB_SERVICE_PREFIX``,
+``JUPYTERHUB_API_URL`` and ``JUPYTERHUB_API_TOKEN``; it listens there and serves the
+broker API under ``<prefix>api/`` and the one OAuth callback for every user at
+``<prefix>oauth/connector/callback``. All secrets (client secret, private keys, the
+encryption key, the database URL) live in this process's config and environment only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import sys
+from typing import Any
+from urllib.parse import urlsplit
+
+from tornado import web
+from traitlets import Dict, Float, Unicode, default
+from traitlets.config import Application
+
+from .._version import __version__
+from ..broker.config import ConnAuth
+from ..broker.sql_store import SQLTokenStore
+from ..core.crypto import CryptKeeper, keys_from_env
+from ..core.errors import ConfigError
+from .broker import HubBroker
+from .handlers import handlers
+from .identity import HubUsers
+
+log = logging.getLogger("jupyter_connauth")
+CALLBACK = "oauth/connector/callback"
+
+
+class ConnAuthHub(Application):
+    """Per-user OAuth for data connectors, as a JupyterHub service."""
+
+    name = "jupyter-connauth-hub"
+    description = __doc__ or ""
+    version = __version__
+    classes = [ConnAuth]
+
+    config_file = Unicode(
+        "connauth_hub_config.py", help="Config file to load (c.ConnAuth..., c.ConnAuthHub...)"
+    ).tag(config=True)
+    db_url = Unicode(
+        help="""SQLAlchemy URL of the token store, like JupyterHub's own db_url: the default
+        SQLite file for one replica, postgresql+psycopg://user@host/db for several.
+        Default: $JUPYTER_CONNAUTH_DB_URL, else sqlite:///jupyterhub-connauth.sqlite.""",
+    ).tag(config=True)
+
+    @default("db_url")
+    def _default_db_url(self) -> str:
+        return os.environ.get("JUPYTER_CONNAUTH_DB_URL", "sqlite:///jupyterhub-connauth.sqlite")
+
+    email_claim = Unicode(
+        "email", help="The claim of the authenticator's auth_state user info holding the email."
+    ).tag(config=True)
+    email_map = Dict(
+        help="""Hub user name → email, for users whose authenticator gives no email (the JWT
+        minted for Snowflake names the user by email). Wins over auth_state.""",
+    ).tag(config=True)
+    email_template = Unicode(
+        help="""Fallback email from the user name, e.g. "{username}@example.com".""",
+    ).tag(config=True)
+    identity_cache_ttl = Float(
+        30.0, help="Seconds a user's hub model (admin flag, auth_state) is cached."
+    ).tag(config=True)
+    bind_url = Unicode(help="Where to listen. Default: $JUPYTERHUB_SERVICE_URL.").tag(config=True)
+
+    @default("bind_url")
+    def _default_bind_url(self) -> str:
+        return os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101/services/connauth/")
+
+    prefix = Unicode(help="URL prefix. Default: $JUPYTERHUB_SERVICE_PREFIX.").tag(config=True)
+
+    @default("prefix")
+    def _default_prefix(self) -> str:
+        return os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or urlsplit(self.bind_url).path or "/"
+
+    aliases = {
+        "config": "ConnAuthHub.config_file",
+        "db-url": "ConnAuthHub.db_url",
+        "log-level": "Application.log_level",
+    }
+
+    def redirect_uri(self) -> str:
+        """The one callback URL to register at the IdP."""
+        base = self.connauth.public_url or os.environ.get("JUPYTERHUB_PUBLIC_URL", "")
+        if not base:
+            base = self.bind_url
+            log.warning(
+                "jupyter-connauth: neither c.ConnAuth.public_url nor JupyterHub's public_url "
+                "is set; the redirect URI uses the service's own URL %s",
+                base,
+            )
+        return base.rstrip("/") + "/" + CALLBACK
+
+    def initialize(self, argv: Any = None) -> None:
+        super().initialize(argv)
+        if self.config_file and os.path.exists(self.config_file):
+            self.load_config_file(self.config_file)
+        logging.getLogger("jupyter_connauth").setLevel(self.log.level)
+        self.connauth = ConnAuth(parent=self)
+        if keys_from_env() is None:
+            raise SystemExit(
+                "jupyter-connauth: set JUPYTERHUB_CRYPT_KEY (or JUPYTER_CONNAUTH_CRYPT_KEY) in "
+                "the service's environment: every replica must encrypt with the same keys"
+            )
+        self.crypt_keys = keys_from_env()[0]  # type: ignore[index]
+        try:
+            crypt = CryptKeeper(self.crypt_keys)
+            store = SQLTokenStore(self.db_url, crypt)
+        except ConfigError as e:
+            raise SystemExit(f"jupyter-connauth: {e}") from None
+        self.broker = HubBroker(self.connauth, store, redirect_uri=self.redirect_uri())
+        if self.broker.config_error:
+            log.warning("jupyter-connauth: %s", self.broker.config_error)
+        self.hub_users = HubUsers(
+            os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api"),
+            os.environ.get("JUPYTERHUB_API_TOKEN", ""),
+            cache_ttl=self.identity_cache_ttl,
+            email_claim=self.email_claim,
+            email_map={str(k): str(v) for k, v in self.email_map.items()},
+            email_template=self.email_template,
+        )
+
+    def make_app(self) -> web.Application:
+        return web.Application(
+            handlers(self.prefix),
+            # Shared by every replica, so the service's OAuth cookies work on any of them.
+            cookie_secret=hashlib.sha256(b"connauth-cookie\0" + self.crypt_keys[0]).digest(),
+            xsrf_cookies=False,
+            connauth_broker=self.broker,
+            connauth_hub_users=self.hub_users,
+            connauth_version=__version__,
+        )
+
+    async def serve(self) -> None:
+        app = self.make_app()
+        bind = urlsplit(self.bind_url)
+        server = app.listen(bind.port or 80, address=bind.hostname or "127.0.0.1", xheaders=True)
+        log.info(
+            "jupyter-connauth %s hub service on %s (%s); register the redirect URI %s",
+            __version__,
+            self.bind_url,
+            self.broker.store,
+            self.broker.redirect_uri,
+        )
+        try:
+            await asyncio.Event().wait()
+        finally:
+            server.stop()
+            await self.hub_users.aclose()
+            await self.broker.aclose()
+
+    def start(self) -> None:
+        try:
+            asyncio.run(self.serve())
+        except KeyboardInterrupt:
+            pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(stream=sys.stderr, format="[%(levelname)s %(name)s] %(message)s")
+    app = ConnAuthHub.instance()
+    app.initialize(argv)
+    app.start()

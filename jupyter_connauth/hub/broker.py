@@ -1,0 +1,97 @@
+"""The broker as the hub service runs it: the same :class:`Broker`, with the hub's identity.
+
+Two things change when the broker knows the user from JupyterHub:
+
+- ``oauth-jwt`` (Snowflake): the JWT's email is the hub's verified email of the user
+  (auth_state's email claim, or the configured name → email mapping), so no consent
+  is needed; the private key stays in this process.
+- ``on-behalf-of`` / ``token-exchange``: when the user logged in to the hub with
+  OAuthenticator against the same IdP (``enable_auth_state``), their login access token
+  is the subject: a warehouse token with no popup. The service never spends the hub's
+  refresh token (which would break the hub's copy when the IdP rotates it): the hub
+  refreshes the login token itself (OAuthenticator's ``refresh_user``); without a
+  valid login token the broker falls back to its own consent grant as the subject.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..broker.broker import Broker, TokenGrant
+from ..broker.flows import FlowStart
+from ..broker.passthrough import SubjectRejected
+from ..core.connections import ConnectionSpec
+from ..core.errors import ConnAuthError
+from .identity import HubIdentity
+
+log = logging.getLogger(__name__)
+
+PASS_THROUGH = ("on-behalf-of", "token-exchange")
+
+
+class HubBroker(Broker):
+    async def token_for(self, ident: HubIdentity, name: str) -> TokenGrant | FlowStart:
+        self._check_config()
+        spec = self.connection(name)
+        if spec.auth == "oauth-jwt":
+            return self._mint_for(spec, ident)
+        if spec.auth in PASS_THROUGH and ident.login_token_valid(self.config.refresh_leeway):
+            assert ident.login_token is not None
+            try:
+                exchanged = await self.exchanger.exchange(ident.name, spec, ident.login_token)
+            except SubjectRejected:
+                log.info(
+                    "jupyter-connauth: the IdP refused %s's login token for %s; "
+                    "falling back to consent",
+                    ident.name,
+                    name,
+                )
+                self.exchanger.forget(ident.name, name)
+            else:
+                return TokenGrant(
+                    connection=name,
+                    access_token=exchanged.access_token,
+                    expires_at=exchanged.expires_at,
+                    token_type=exchanged.token_type,
+                    identity=ident.email or ident.name,
+                    extra={"info": spec.kernel_info(), "kind": "oauth", "via": "login"},
+                )
+        return await self.token(ident.name, name)
+
+    def _mint_for(self, spec: ConnectionSpec, ident: HubIdentity) -> TokenGrant:
+        if not ident.email:
+            raise ConnAuthError(
+                f"JupyterHub knows no email for {ident.name!r}, so no Snowflake token can "
+                f"be minted for {spec.name!r}.",
+                "log in to the hub with an authenticator that returns an email claim and "
+                "enable_auth_state, or set c.ConnAuthHub.email_map / email_template",
+                code="no_email",
+            )
+        jwt = self.minter.mint(spec, ident.email)
+        return TokenGrant(
+            connection=spec.name,
+            access_token=jwt.token,
+            expires_at=jwt.expires_at,
+            token_type="Bearer",  # noqa: S106 - the token type
+            identity=ident.email,
+            extra={"info": spec.kernel_info(), "kind": "jwt"},
+        )
+
+    def status_for(self, ident: HubIdentity, name: str) -> dict[str, Any]:
+        out = self.status(ident.name, name)
+        if out.get("status") != "consent_required":
+            return out
+        try:
+            spec = self.connection(name)
+        except ConnAuthError:
+            return out
+        if spec.auth == "oauth-jwt" and ident.email:
+            out.update(status="authorized", authorized_as=ident.email, via="hub")
+        elif spec.auth in PASS_THROUGH and ident.login_token_valid(0):
+            out.update(status="authorized", authorized_as=ident.email or ident.name, via="login")
+        else:
+            return out
+        for key in ("reason", "reason_text"):
+            out.pop(key, None)
+        return out

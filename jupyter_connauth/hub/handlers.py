@@ -1,0 +1,259 @@
+"""The hub service's HTTP API: the broker API of the server extension, for every hub user.
+
+Every request is authenticated by JupyterHub (the service's OAuth cookie, or a token:
+a user's server forwards its kernels' requests with its ``JUPYTERHUB_API_TOKEN``) and
+must hold ``access:services!service=<name>``. The user is the token's owner: no route
+takes a user name except the admin routes, which require a hub admin.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, cast
+
+from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
+from tornado import web
+
+from ..broker.pages import CALLBACK_HEADERS, render_callback
+from ..core.errors import AccessDenied, ConnAuthError
+from .broker import HubBroker
+from .identity import HubIdentity, HubUsers
+
+log = logging.getLogger(__name__)
+
+
+class ServiceHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
+    """Base: hub authentication, JSON answers, errors as ``{"error", "message", "fix"}``."""
+
+    @property
+    def broker(self) -> HubBroker:
+        return cast(HubBroker, self.settings["connauth_broker"])
+
+    @property
+    def hub_users(self) -> HubUsers:
+        return cast(HubUsers, self.settings["connauth_hub_users"])
+
+    async def prepare(self) -> None:
+        model = await self.hub_auth.get_user(self, sync=False)
+        if model:
+            try:
+                model = self.check_hub_user(model)
+            except UserNotAllowed:
+                model = None
+        self._hub_auth_user_cache = model
+        if model is None:
+            raise web.HTTPError(403, "sign in to JupyterHub (or present a hub API token)")
+        if model.get("kind", "user") != "user":
+            raise web.HTTPError(403, "only hub users hold connections, not services")
+        # Connections edited through another replica: pick them up.
+        self.broker.registry.reload()
+
+    async def identity(self) -> HubIdentity:
+        model = cast(dict[str, Any], self.current_user)
+        return await self.hub_users.identity(str(model["name"]), leeway=self._leeway)
+
+    @property
+    def _leeway(self) -> float:
+        return float(self.broker.config.refresh_leeway)
+
+    async def admin(self) -> HubIdentity:
+        ident = await self.identity()
+        if not ident.admin:
+            raise AccessDenied(
+                "Only JupyterHub admins may do this.", "ask a hub admin", code="access_denied"
+            )
+        return ident
+
+    def write_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(data))
+
+    def body_json(self) -> dict[str, Any]:
+        if not self.request.body:
+            return {}
+        try:
+            data = json.loads(self.request.body)
+        except (ValueError, UnicodeDecodeError):
+            raise web.HTTPError(400, "the request body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise web.HTTPError(400, "the request body must be a JSON object")
+        return data
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        exc_info = kwargs.get("exc_info")
+        if exc_info and isinstance(exc_info[1], ConnAuthError):
+            status_code = exc_info[1].status
+        super().send_error(status_code, **kwargs)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc_info = kwargs.get("exc_info")
+        exc = exc_info[1] if exc_info else None
+        if isinstance(exc, ConnAuthError):
+            body = exc.to_json()
+        else:
+            message = self._reason
+            if isinstance(exc, web.HTTPError) and exc.log_message:
+                message = exc.log_message % exc.args if exc.args else exc.log_message
+            body = {"error": "http_error", "message": message, "fix": None}
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(body))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, ConnAuthError):
+            log.info(
+                "jupyter-connauth: %s %s → %s", self.request.method, self.request.path, value.code
+            )
+            return
+        super().log_exception(typ, value, tb)
+
+
+class InfoHandler(ServiceHandler):
+    async def get(self) -> None:
+        ident = await self.identity()
+        b = self.broker
+        self.write_json(
+            {
+                "version": self.settings["connauth_version"],
+                "user": ident.name,
+                "admin": ident.admin,
+                "host": "jupyterhub",
+                "flavour": b.flavour,
+                "redirect_uri": b.redirect_uri,
+                "discovery_url": b.config.discovery_url,
+                "client_id": b.config.client_id,
+                "config_error": b.config_error.to_json() if b.config_error else None,
+                "allow_api_connections": b.config.allow_api_connections,
+                "login_passthrough": ident.login_token is not None,
+            }
+        )
+
+
+class ConnectionsHandler(ServiceHandler):
+    async def get(self) -> None:
+        ident = await self.identity()
+        b = self.broker
+        self.write_json({"connections": [b.status_for(ident, n) for n in b.registry.names()]})
+
+    async def post(self) -> None:
+        ident = await self.admin()
+        body = self.body_json()
+        name = body.get("name")
+        if not isinstance(name, str):
+            raise web.HTTPError(400, "the connection needs a 'name'")
+        self.broker.create_connection(name, body)
+        self.write_json(self.broker.status_for(ident, name), status=201)
+
+
+class ConnectionHandler(ServiceHandler):
+    async def get(self, name: str) -> None:
+        ident = await self.identity()
+        self.broker.connection(name)
+        self.write_json(self.broker.status_for(ident, name))
+
+    async def put(self, name: str) -> None:
+        ident = await self.admin()
+        _spec, dropped = self.broker.update_connection(name, self.body_json())
+        out = self.broker.status_for(ident, name)
+        out["tokens_invalidated"] = dropped
+        self.write_json(out)
+
+    async def delete(self, name: str) -> None:
+        await self.admin()
+        self.broker.delete_connection(name)
+        self.set_status(204)
+        self.finish()
+
+
+class TokenHandler(ServiceHandler):
+    async def post(self, name: str) -> None:
+        result = await self.broker.token_for(await self.identity(), name)
+        self.write_json(result.to_json())
+
+
+class AuthorizeHandler(ServiceHandler):
+    async def post(self, name: str) -> None:
+        ident = await self.identity()
+        self.write_json((await self.broker.authorize(ident.name, name)).to_json())
+
+
+class RevokeHandler(ServiceHandler):
+    async def post(self, name: str) -> None:
+        ident = await self.identity()
+        self.write_json(await self.broker.revoke(ident.name, name))
+
+
+class PrivateKeyHandler(ServiceHandler):
+    async def put(self, name: str) -> None:
+        await self.admin()
+        pem = self.request.body
+        if b"PRIVATE KEY-----" not in pem or len(pem) > 64 * 1024:
+            raise web.HTTPError(400, "expected a PEM private key")
+        self.broker.store_private_key(name, pem)
+        self.write_json({"connection": name, "private_key_configured": True})
+
+
+class DoctorHandler(ServiceHandler):
+    async def get(self, name: str) -> None:
+        from ..broker.doctor import diagnose
+
+        ident = await self.identity()
+        checks = await diagnose(self.broker, ident.name, name)
+        self.write_json({"connection": name, "checks": checks})
+
+
+class FlowHandler(ServiceHandler):
+    async def get(self, flow_id: str) -> None:
+        ident = await self.identity()
+        self.write_json(self.broker.flow_status(ident.name, flow_id).public_dict())
+
+
+class CallbackHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
+    """The one callback for every user: the state says whose flow it is.
+
+    Open to unauthenticated requests (the state proves the flow); a browser signed in to
+    this service as another user than the flow's is refused.
+    """
+
+    async def get(self) -> None:
+        model = await self.hub_auth.get_user(self, sync=False)
+        caller = str(model["name"]) if model and model.get("kind", "user") == "user" else None
+        broker = cast(HubBroker, self.settings["connauth_broker"])
+        broker.registry.reload()
+        status, page = await render_callback(broker, self.request.query_arguments, caller)
+        if status != 200:
+            log.info("jupyter-connauth: callback refused (HTTP %s)", status)
+        self.set_status(status)
+        for header, value in CALLBACK_HEADERS.items():
+            self.set_header(header, value)
+        self.finish(page)
+
+    def check_xsrf_cookie(self) -> None:
+        return  # a GET from the IdP's redirect
+
+
+_NAME = r"(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]{0,63})"
+
+
+def handlers(prefix: str) -> list[tuple[str, type[web.RequestHandler]]]:
+    from .admin import ADMIN_HANDLERS
+
+    api = prefix.rstrip("/") + "/api"
+    routes: list[tuple[str, type[web.RequestHandler]]] = [
+        (rf"{api}/info", InfoHandler),
+        (rf"{api}/connections", ConnectionsHandler),
+        (rf"{api}/connections/{_NAME}", ConnectionHandler),
+        (rf"{api}/connections/{_NAME}/token", TokenHandler),
+        (rf"{api}/connections/{_NAME}/authorize", AuthorizeHandler),
+        (rf"{api}/connections/{_NAME}/revoke", RevokeHandler),
+        (rf"{api}/connections/{_NAME}/private_key", PrivateKeyHandler),
+        (rf"{api}/connections/{_NAME}/doctor", DoctorHandler),
+        (rf"{api}/flows/(?P<flow_id>[A-Za-z0-9_\-]{{1,64}})", FlowHandler),
+        (prefix.rstrip("/") + "/oauth/connector/callback", CallbackHandler),
+        (prefix.rstrip("/") + "/oauth_callback", HubOAuthCallbackHandler),
+    ]
+    routes += [(f"{api}/admin/{path}", h) for path, h in ADMIN_HANDLERS]
+    return routes

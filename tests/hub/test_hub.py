@@ -1,0 +1,332 @@
+"""A real JupyterHub (configurable-http-proxy, local user servers) with the connauth service:
+one callback for every user, isolation between users, admin routes, no secrets on user
+servers, and login pass-through with GenericOAuthenticator against the test IdP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import jwt as pyjwt
+import pytest
+from cryptography.fernet import Fernet
+
+from tests.hub.hub_fixture import CHP, TestHub, service_config
+from tests.idp_fixture import DEFAULT_CLIENT_SECRET, TestIdP, default_client, headless_login
+from tests.test_passthrough_jwt import rsa_pem
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(240),
+    pytest.mark.skipif(not CHP.exists(), reason="npm ci in tests/hub (configurable-http-proxy)"),
+]
+
+DBX = "https://databricks.local"
+SF_AUD = "https://acme.snowflakecomputing.com"
+
+
+def connections(key_path: Path) -> dict[str, Any]:
+    base = {"connector": "databricks", "server_hostname": "h", "http_path": "/p"}
+    return {
+        "sales": {**base, "scopes": "sql offline_access"},
+        "tx": {**base, "auth": "token-exchange", "resource": DBX, "scopes": "sql"},
+        "sf": {
+            "connector": "snowflake",
+            "account": "acme",
+            "role": "ANALYST",
+            "auth": "oauth-jwt",
+            "jwt_audience": SF_AUD,
+            "private_key_path": str(key_path),
+        },
+    }
+
+
+class Hub:
+    def __init__(self, hub: TestHub, idp: TestIdP, key_pem: bytes) -> None:
+        self.hub, self.idp, self.key_pem = hub, idp, key_pem
+        self.tokens: dict[str, str] = {}
+
+    def call(self, user: str, method: str, url: str, body: Any = None) -> httpx2.Response:
+        return httpx2.request(
+            method,
+            url,
+            headers={"Authorization": f"token {self.tokens[user]}"},
+            json=body,
+            timeout=60,
+            trust_env=False,
+        )
+
+    def service(self, user: str, method: str, path: str, body: Any = None) -> httpx2.Response:
+        return self.call(user, method, f"{self.hub.service_url}api/{path}", body)
+
+    def server(self, user: str, owner: str, method: str, path: str) -> httpx2.Response:
+        """``path`` on ``owner``'s server, as ``user``."""
+        return self.call(user, method, f"{self.hub.public_url}user/{owner}/connauth/api/{path}")
+
+    def authorize(self, user: str, name: str = "sales") -> dict[str, Any]:
+        first = self.server(user, user, "POST", f"connections/{name}/token").json()
+        assert first["status"] == "consent_required", first
+        assert httpx2.URL(first["authorize_url"]).params["redirect_uri"] == self.hub.callback_url
+        callback = headless_login(first["authorize_url"], user)
+        assert callback.startswith(self.hub.callback_url)
+        page = httpx2.get(callback, timeout=30, trust_env=False)
+        assert page.status_code == 200, page.text
+        answer = self.server(user, user, "POST", f"connections/{name}/token").json()
+        assert answer["status"] == "ok", answer
+        return dict(answer)
+
+
+@pytest.fixture(scope="module")
+def dummy_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    work = tmp_path_factory.mktemp("hub")
+    key_path, _key = rsa_pem(work)
+    hub_dir = work / "hub"
+    # The secrets reach the service's environment only (not the hub's, not user servers').
+    secrets = {
+        "JUPYTERHUB_CRYPT_KEY": Fernet.generate_key().decode(),
+        "JUPYTER_CONNAUTH_CLIENT_SECRET": DEFAULT_CLIENT_SECRET,
+    }
+    # The IdP must know the callback URL: make the hub (and its ports) first.
+    hub = TestHub(hub_dir, service_config="", service_env=secrets)
+    idp = TestIdP(
+        workdir=work / "idp",
+        extra_scopes=["sql"],
+        resources={DBX: {"audience": DBX, "scopes": ["sql"]}},
+        clients=[default_client([hub.callback_url])],
+    )
+    idp.start()
+    (hub_dir / "connauth_hub_config.py").write_text(
+        service_config(
+            discovery_url=idp.discovery_url,
+            client_id=idp.client_id,
+            public_url=hub.service_url,
+            connections=connections(key_path),
+            _db_url=f"sqlite:///{work / 'connauth.sqlite'}",
+            _email_template="{username}@example.com",
+        )
+    )
+    try:
+        hub.start()
+        h = Hub(hub, idp, key_path.read_bytes())
+        for user in ("alice", "bob"):
+            h.tokens[user] = hub.add_user(user)
+        h.tokens["admin"] = hub.add_user("admin", admin=True)
+        for user in ("alice", "bob"):
+            hub.start_server(user)
+        yield h
+    finally:
+        hub.stop()
+        idp.close()
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    return dict(pyjwt.decode(token, options={"verify_signature": False}))
+
+
+def test_each_user_authorizes_through_the_one_callback(dummy_hub: Hub) -> None:
+    h = dummy_hub
+    for user in ("alice", "bob"):
+        answer = h.authorize(user)
+        assert answer["identity"] == f"{user}@example.com"
+        assert claims_of(answer["access_token"])["sub"] == user  # the warehouse sees them
+    # Snowflake: the JWT is minted in the service for the hub's email of the user.
+    from cryptography.hazmat.primitives import serialization
+
+    pub = serialization.load_pem_private_key(h.key_pem, None).public_key()  # type: ignore[union-attr]
+    for user in ("alice", "bob"):
+        sf = h.server(user, user, "POST", "connections/sf/token").json()
+        assert sf["status"] == "ok" and sf["kind"] == "jwt", sf
+        claims = pyjwt.decode(
+            sf["access_token"],
+            pub,
+            algorithms=["RS256"],
+            audience=SF_AUD,  # type: ignore[arg-type]
+        )
+        assert claims["email"] == f"{user}@example.com"
+        assert claims["iss"] == h.hub.service_url
+
+
+def test_user_b_reaches_nothing_of_user_a(dummy_hub: Hub) -> None:
+    h = dummy_hub
+    alice_token = h.server("alice", "alice", "POST", "connections/sales/token").json()
+    if alice_token["status"] != "ok":
+        alice_token = h.authorize("alice")
+    flow = h.service("alice", "POST", "connections/sales/authorize").json()
+    secret_bits = [alice_token["access_token"], flow["flow_id"]]
+    # The service: bob is always himself; alice's flow is unknown to him.
+    got = h.service("bob", "GET", f"flows/{flow['flow_id']}")
+    assert got.status_code in (403, 404) and "alice" not in got.text
+    for method, path in [
+        ("POST", "connections/sales/token"),
+        ("GET", "connections/sales"),
+        ("GET", "connections"),
+        ("GET", "info"),
+    ]:
+        r = h.service("bob", method, path)
+        assert all(s not in r.text for s in secret_bits), (method, path)
+    assert h.service("bob", "POST", "connections/sales/revoke").status_code == 200
+    assert h.service("alice", "GET", "connections/sales").json()["status"] == "authorized"
+    for method, path in [
+        ("GET", "admin/users"),
+        ("POST", "admin/users/alice/revoke"),
+        ("POST", "admin/revoke"),
+        ("PUT", "admin/connections/sales/scopes"),
+        ("POST", "connections"),
+        ("PUT", "connections/sales"),
+        ("DELETE", "connections/sales"),
+        ("PUT", "connections/sf/private_key"),
+    ]:
+        r = h.service("bob", method, path, {"scopes": "x"} if method == "PUT" else {})
+        assert r.status_code == 403, (method, path, r.status_code, r.text)
+    # alice's server: every route refuses bob.
+    for method, path in [
+        ("GET", "info"),
+        ("GET", "connections"),
+        ("GET", "connections/sales"),
+        ("POST", "connections/sales/token"),
+        ("POST", "connections/sales/authorize"),
+        ("POST", "connections/sales/revoke"),
+        ("GET", f"flows/{flow['flow_id']}"),
+    ]:
+        r = h.server("bob", "alice", method, path)
+        assert r.status_code in (403, 404) or r.is_redirect, (method, path, r.status_code)
+        assert all(s not in r.text for s in secret_bits)
+    # Without any hub credential the service refuses.
+    anon = httpx2.post(f"{h.hub.service_url}api/connections/sales/token", trust_env=False)
+    assert anon.status_code == 403
+    # bob's server holds neither the client secret nor the private key, nor the crypt key.
+    pid = h.hub.server_pid("bob")
+    environ = Path(f"/proc/{pid}/environ").read_bytes()
+    forbidden = [str(h.idp.client_secret).encode(), b"PRIVATE KEY", b"CRYPT_KEY"]
+    assert not any(f in environ for f in forbidden)
+    home = h.hub.dir / "home" / "bob"
+    for path in home.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert not any(f in data for f in forbidden[:2]), path
+    info = h.server("bob", "bob", "GET", "info")
+    assert info.status_code == 200 and str(h.idp.client_secret) not in info.text
+
+
+def test_admin_sees_status_revokes_and_edits_scopes(dummy_hub: Hub) -> None:
+    h = dummy_hub
+    if h.service("alice", "GET", "connections/sales").json()["status"] != "authorized":
+        h.authorize("alice")
+    users = h.service("admin", "GET", "admin/users")
+    assert users.status_code == 200, users.text
+    by_name = {u["name"]: u for u in users.json()["users"]}
+    sales = {c["name"]: c for c in by_name["alice"]["connections"]}["sales"]
+    assert sales["status"] == "authorized" and "access_token" not in users.text
+    r = h.service("admin", "POST", "admin/users/alice/revoke", {"connection": "sales"})
+    assert r.status_code == 200 and r.json()["results"][0]["revoked"]
+    after = h.service("alice", "GET", "connections/sales").json()
+    assert after["status"] == "consent_required" and after["reason"] == "revoked"
+    config_conn = h.service("admin", "PUT", "admin/connections/sales/scopes", {"scopes": "sql"})
+    assert config_conn.status_code == 403 and "restart the service" in config_conn.json()["fix"]
+    made = h.service(
+        "admin",
+        "POST",
+        "connections",
+        {
+            "name": "adhoc",
+            "connector": "databricks",
+            "server_hostname": "h",
+            "http_path": "/q",
+            "scopes": "sql offline_access",
+        },
+    )
+    assert made.status_code == 201, made.text
+    h.authorize("bob", "adhoc")
+    edited = h.service("admin", "PUT", "admin/connections/adhoc/scopes", {"scopes": "sql"})
+    assert edited.status_code == 200 and edited.json()["tokens_invalidated"] == 1
+    bob = h.service("bob", "GET", "connections/adhoc").json()
+    assert bob["status"] == "consent_required" and bob["reason"] == "scopes_changed"
+    everyone = h.service("admin", "POST", "admin/revoke", {})
+    assert everyone.status_code == 200
+
+
+def test_tokens_survive_a_user_server_restart(dummy_hub: Hub) -> None:
+    h = dummy_hub
+    h.authorize("alice")
+    h.hub.api("DELETE", "users/alice/server")
+    h.hub.start_server("alice")
+    again = h.server("alice", "alice", "POST", "connections/sales/token").json()
+    assert again["status"] == "ok"
+
+
+@pytest.fixture(scope="module")
+def oauth_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    work = tmp_path_factory.mktemp("oauthhub")
+    hub_dir = work / "hub"
+    secrets = {
+        "JUPYTERHUB_CRYPT_KEY": Fernet.generate_key().decode(),
+        "JUPYTER_CONNAUTH_CLIENT_SECRET": DEFAULT_CLIENT_SECRET,
+    }
+    hub = TestHub(hub_dir, service_config="", service_env=secrets, authenticator="generic-oauth")
+    login_callback = f"{hub.public_url}hub/oauth_callback"
+    idp = TestIdP(
+        workdir=work / "idp",
+        extra_scopes=["sql"],
+        resources={DBX: {"audience": DBX, "scopes": ["sql"]}},
+        clients=[default_client([hub.callback_url, login_callback])],
+    )
+    idp.start()
+    meta = idp.discovery()
+    login_config = {
+        "client_id": idp.client_id,
+        "client_secret": DEFAULT_CLIENT_SECRET,
+        "oauth_callback_url": login_callback,
+        "authorize_url": meta["authorization_endpoint"],
+        "token_url": meta["token_endpoint"],
+        "userdata_from_id_token": True,
+        "username_claim": "sub",
+        "scope": ["openid", "email"],
+    }
+    cfg = hub_dir / "jupyterhub_config.py"
+    cfg.write_text(
+        cfg.read_text()
+        + "".join(f"c.GenericOAuthenticator.{k} = {v!r}\n" for k, v in login_config.items())
+    )
+    (hub_dir / "connauth_hub_config.py").write_text(
+        service_config(
+            discovery_url=idp.discovery_url,
+            client_id=idp.client_id,
+            public_url=hub.service_url,
+            connections=connections(work / "no-key.pem"),
+            _db_url=f"sqlite:///{work / 'connauth.sqlite'}",
+        )
+    )
+    try:
+        hub.start()
+        yield Hub(hub, idp, b"")
+    finally:
+        hub.stop()
+        idp.close()
+
+
+def test_login_pass_through_needs_no_popup(oauth_hub: Hub) -> None:
+    h = oauth_hub
+    with httpx2.Client(trust_env=False, timeout=30) as browser:
+        r = browser.get(f"{h.hub.public_url}hub/oauth_login")
+        assert r.is_redirect, r.text
+        callback = headless_login(r.headers["location"], "carol")
+        done = browser.get(callback)
+        assert done.is_redirect and "/hub/" in done.headers["location"], done.text
+    h.tokens["carol"] = h.hub.api("POST", "users/carol/tokens", {"note": "t"})["token"]
+    codes_before = h.idp.token_requests("authorization_code")
+    answer = h.service("carol", "POST", "connections/tx/token").json()
+    assert answer["status"] == "ok", answer
+    assert answer["via"] == "login"
+    claims = claims_of(answer["access_token"])
+    assert claims["sub"] == "carol" and claims["aud"] == DBX
+    assert h.idp.token_requests("urn:ietf:params:oauth:grant-type:token-exchange") == 1
+    assert h.idp.token_requests("authorization_code") == codes_before  # no popup
+    assert h.idp.token_requests("refresh_token") == 0  # the hub's refresh token untouched
+    status = h.service("carol", "GET", "connections/tx").json()
+    assert status["status"] == "authorized" and status["via"] == "login"
+    # A connection without pass-through still asks carol for consent.
+    assert h.service("carol", "POST", "connections/sales/token").json()["status"] == (
+        "consent_required"
+    )
