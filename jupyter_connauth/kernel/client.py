@@ -99,9 +99,11 @@ class BrokerClient:
         *,
         timeout: float = 30.0,
         transport: httpx2.BaseTransport | None = None,
+        jupyter_token: str | None = None,
     ) -> None:
+        """``jupyter_token``: authenticate as a Jupyter user (scripts) instead of a kernel."""
         url = url or os.environ.get(URL_ENV)
-        token = token or os.environ.get(TOKEN_ENV)
+        token = token or os.environ.get(TOKEN_ENV) or jupyter_token
         if not url or not token:
             raise ConfigError(
                 URL_ENV,
@@ -113,7 +115,11 @@ class BrokerClient:
         self.url = url if url.endswith("/") else url + "/"
         self._http = httpx2.Client(
             base_url=self.url,
-            headers={"X-ConnAuth-Token": token},
+            headers=(
+                {"Authorization": f"token {jupyter_token}"}
+                if jupyter_token
+                else {"X-ConnAuth-Token": token}
+            ),
             timeout=timeout,
             transport=transport,
             trust_env=False,
@@ -193,6 +199,34 @@ class BrokerClient:
 
     def flow(self, flow_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"flows/{self._name(flow_id)}"))
+
+    # -- JupyterHub admins (the hub service answers these; a single server does not) ----
+    def _admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        try:
+            return self._call(method, f"admin/{path}", json=body)
+        except ConnAuthError as e:
+            if e.code == "http_error" or "404" in e.message:
+                raise ConnAuthError(
+                    "Admin commands need the JupyterHub connauth service.",
+                    "run them in a notebook on the JupyterHub where the service is enabled",
+                    code="not_a_hub",
+                ) from None
+            raise
+
+    def admin_users(self) -> list[dict[str, Any]]:
+        return list(self._admin("GET", "users")["users"])
+
+    def admin_revoke_user(self, user: str, name: str | None = None) -> dict[str, Any]:
+        body = {"connection": name} if name else {}
+        return dict(self._admin("POST", f"users/{self._name(user)}/revoke", body))
+
+    def admin_revoke_all(self, name: str | None = None) -> dict[str, Any]:
+        return dict(self._admin("POST", "revoke", {"connection": name} if name else {}))
+
+    def admin_scopes(self, name: str, scopes: str) -> dict[str, Any]:
+        return dict(
+            self._admin("PUT", f"connections/{self._name(name)}/scopes", {"scopes": scopes})
+        )
 
     def wait_for_flow(
         self, flow_id: str, *, timeout: float = 600.0, interval: float = 0.5

@@ -21,7 +21,7 @@ from traitlets import Bool, Float, Int
 
 from ..core.errors import ConfigError, ConnAuthError
 from .balloon import wait_for_consent
-from .client import BrokerAPI, ConsentNeeded, connect_broker
+from .client import BrokerAPI, BrokerClient, ConsentNeeded, connect_broker
 from .display import Ticker, show_table
 from .runner import Runner
 
@@ -40,6 +40,12 @@ USAGE = """\
 %sql_connector test NAME            run a trivial query
 %sql_connector whoami NAME          the warehouse's view of you (user, role)
 %sql_connector doctor NAME          check the setup and say what to fix
+
+JupyterHub admins (through the hub's connauth service; never shows tokens):
+%sql_connector admin users                   every user's status per connection
+%sql_connector admin revoke USER [NAME]      revoke one user's tokens (all, or NAME)
+%sql_connector admin revoke-all NAME         revoke every user's tokens for NAME
+%sql_connector admin scopes NAME "a b c"     change NAME's scopes: everyone consents again
 
 Defaults: %config ConnAuthMagics.max_rows / wait_timeout / poll_interval / progress
 """
@@ -216,6 +222,8 @@ class ConnAuthMagics(Magics):
                     }
                 )
             return show_table(rows, None)
+        if cmd == "admin":
+            return self._admin(rest)
         if cmd not in ("authorize", "revoke", "test", "whoami", "doctor"):
             raise UsageError(f"Unknown command {cmd!r}.", "see %sql_connector --help")
         if len(rest) != 1:
@@ -260,6 +268,49 @@ class ConnAuthMagics(Magics):
                 for c in checks
             ],
             None,
+        )
+
+    def _admin(self, rest: list[str]) -> Any:
+        client = self.client
+        if not isinstance(client, BrokerClient):  # the in-kernel broker has no admins
+            raise UsageError(
+                "Admin commands need the JupyterHub connauth service.",
+                "run them in a notebook on the JupyterHub where the service is enabled",
+            )
+        sub, args = (rest[0], rest[1:]) if rest else ("", [])
+        if sub == "users" and not args:
+            rows = [
+                {
+                    "user": u["name"],
+                    "connection": c["name"],
+                    "status": c.get("status", ""),
+                    "authorized as": c.get("authorized_as") or "",
+                    "reason": c.get("reason") or "",
+                }
+                for u in client.admin_users()
+                for c in u["connections"]
+            ]
+            return show_table(rows, None)
+        if sub == "revoke" and len(args) in (1, 2):
+            out = client.admin_revoke_user(args[0], args[1] if len(args) == 2 else None)
+            done = [r["connection"] for r in out.get("results", []) if r.get("revoked")]
+            print(f"Revoked {args[0]}'s tokens for: {', '.join(done) or 'nothing (none held)'}.")
+            return None
+        if sub == "revoke-all" and len(args) == 1:
+            out = client.admin_revoke_all(args[0])
+            print(f"Revoked {out.get('tokens_revoked', 0)} token(s) for {args[0]}.")
+            return None
+        if sub == "scopes" and len(args) == 2:
+            out = client.admin_scopes(args[0], args[1])
+            print(
+                f"{args[0]} now asks for {' '.join(out['scopes'])}; "
+                f"{out['tokens_invalidated']} user(s) will consent again."
+            )
+            return None
+        raise UsageError(
+            "Unknown admin command.",
+            "admin users | admin revoke USER [NAME] | admin revoke-all NAME | "
+            'admin scopes NAME "scopes"',
         )
 
 

@@ -330,3 +330,42 @@ def test_login_pass_through_needs_no_popup(oauth_hub: Hub) -> None:
     assert h.service("carol", "POST", "connections/sales/token").json()["status"] == (
         "consent_required"
     )
+
+
+def test_admin_magic_commands_through_the_user_server(dummy_hub: Hub, monkeypatch: Any) -> None:
+    """`%sql_connector admin ...` as the hub admin, via the admin's own server."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from jupyter_connauth.kernel.client import BrokerClient
+
+    h = dummy_hub
+    h.hub.start_server("admin")
+    if h.service("alice", "GET", "connections/sales").json()["status"] != "authorized":
+        h.authorize("alice")
+    client = BrokerClient(
+        f"{h.hub.public_url}user/admin/connauth/api/", jupyter_token=h.tokens["admin"]
+    )
+    ip = InteractiveShell.instance()
+    try:
+        ip.run_line_magic("load_ext", "jupyter_connauth")
+        magics = ip.magics_manager.registry["ConnAuthMagics"]
+        magics._client = client
+        shown: list[str] = []
+        monkeypatch.setattr(
+            ip.display_pub, "publish", lambda data, *a, **k: shown.append(data["text/plain"])
+        )
+        ip.run_line_magic("sql_connector", "admin users")
+        assert any("alice" in s and "authorized" in s for s in shown), shown
+        assert not any("access_token" in s for s in shown)
+        ip.run_line_magic("sql_connector", "admin revoke alice sales")
+        assert h.service("alice", "GET", "connections/sales").json()["reason"] == "revoked"
+        # alice is no admin: the same commands are refused for her
+        magics._client = BrokerClient(
+            f"{h.hub.public_url}user/alice/connauth/api/", jupyter_token=h.tokens["alice"]
+        )
+        result = ip.run_cell("%sql_connector admin users")
+        assert result.error_in_exec is not None
+    finally:
+        client.close()
+        ip.magics_manager.registry.pop("ConnAuthMagics", None)
+        InteractiveShell.clear_instance()
