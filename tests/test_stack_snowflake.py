@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.idp_fixture import TestIdP
 from tests.ipython_shell import sign_in_when_asked
 from tests.servers.snowflake.fixture import SnowflakeServer
+from tests.test_consent_flow import api
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -141,8 +142,6 @@ async def test_cell_waits_for_consent_then_shows_rows(shell, snowflake, broker):
 
 
 async def test_params_are_bound_and_whoami(shell, consent, jp_fetch):
-    from tests.test_consent_flow import api
-
     answer = await api(jp_fetch, "connections", "sales", "token", method="POST")
     await consent(answer["authorize_url"], "alice")
     shell.ip.user_ns["f"] = {"region": "EMEA' OR '1'='1"}
@@ -162,8 +161,6 @@ async def test_params_are_bound_and_whoami(shell, consent, jp_fetch):
 
 
 async def test_two_users_see_their_own_rows(jp_fetch, consent, broker, jp_serverapp):
-    from tests.test_consent_flow import api
-
     warehouse = jp_serverapp.web_app.settings["connauth_warehouse"]
     answer = await api(jp_fetch, "connections", "sales", "token", method="POST")
     await consent(answer["authorize_url"], "alice")
@@ -181,8 +178,6 @@ async def test_two_users_see_their_own_rows(jp_fetch, consent, broker, jp_server
 
 
 async def test_jwt_minted_by_the_broker_is_accepted(shell, consent, jp_fetch):
-    from tests.test_consent_flow import api
-
     answer = await api(jp_fetch, "connections", "sales_jwt", "token", method="POST")
     await consent(answer["authorize_url"], "bob")
     r = await shell.run("%sql_connector whoami sales_jwt")
@@ -207,8 +202,6 @@ class TestRefreshMidSession:
     async def test_expiry_refreshes_and_reconnects_without_the_user(
         self, shell, consent, jp_fetch, idp, snowflake
     ):
-        from tests.test_consent_flow import api
-
         answer = await api(jp_fetch, "connections", "sales", "token", method="POST")
         await consent(answer["authorize_url"], "alice")
         r = await shell.run("%%sql_connector sales\nSELECT 1 AS x")
@@ -221,3 +214,21 @@ class TestRefreshMidSession:
         assert snowflake.stats()["logins"] == 2  # reconnected with the fresh token
         assert set(shell.ip.user_ns["after"]["OWNER"]) == {"ALICE"}
         assert "Authorize" not in shell.text()
+
+
+async def test_list_test_and_config_defaults(shell, consent, jp_fetch, capsys):
+    answer = await api(jp_fetch, "connections", "sales", "token", method="POST")
+    await consent(answer["authorize_url"], "alice")
+    await shell.run("%sql_connector list")
+    assert "sales_jwt" in shell.text() and "snowflake" in shell.text()
+    r = await shell.run("%sql_connector test sales")
+    assert r.error_in_exec is None, r.error_in_exec
+    assert "OK: sales answered" in capsys.readouterr().out
+    await shell.run("%config ConnAuthMagics.max_rows = 2")
+    r = await shell.run("%%sql_connector sales\nSELECT * FROM sales")
+    assert r.error_in_exec is not None and "max-rows" in str(r.error_in_exec)
+    r = await shell.run("%%sql_connector sales --max-rows 10\nSELECT * FROM sales")
+    assert r.error_in_exec is None
+    r = await shell.run("%%sql_connector sales\nSELEC broken")
+    assert r.error_in_exec is not None and hasattr(r.error_in_exec, "_render_traceback_")
+    assert "syntax" in str(r.error_in_exec).lower()
