@@ -228,7 +228,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="JupyterLab's port (default: free)")
     args = parser.parse_args(argv)
     WORK.mkdir(parents=True, exist_ok=True)
+    if args.port and not port_is_free(args.port):
+        print(
+            f"jupyter-connauth demo: port {args.port} is in use. Choose another with --port, "
+            "or leave --port out to get a free one.",
+            file=sys.stderr,
+        )
+        return 2
     port = args.port or free_port()
+    try:
+        return run(args, port)
+    except (OSError, RuntimeError) as e:
+        print(f"jupyter-connauth demo: could not start: {e}", file=sys.stderr)
+        return 1
+
+
+def port_is_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def run(args: argparse.Namespace, port: int) -> int:
     with contextlib.ExitStack() as stack:
         say("Starting the OpenID provider (oidc-provider)")
         idp = TestIdP(
@@ -257,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
             "  Ctrl-C stops everything.\n",
             flush=True,
         )
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        for sig in (signal.SIGINT, signal.SIGTERM):  # even when started with SIGINT ignored
+            signal.signal(sig, signal.default_int_handler)
         try:
             while all(p.poll() is None for p in RUNNING):
                 time.sleep(1)
