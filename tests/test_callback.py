@@ -187,3 +187,16 @@ class TestShortFlows:
         await asyncio.sleep(max(0.0, answer["expires_at"] - time.time() + 0.1))
         flow = await api(jp_fetch, "flows", answer["flow_id"])
         assert flow["status"] == "failed" and flow["error"] == "expired_state"
+
+
+async def test_someone_else_signing_in_with_the_link_is_refused(jp_fetch, broker):
+    """On a hub the broker knows the user's email: a different IdP account is refused."""
+    started = await broker.token("alice", "sales", expected_email="Alice@Example.com")
+    callback = await asyncio.to_thread(headless_login, started.authorize_url, "mallory")
+    page = await get(callback)
+    assert page.status_code == 400
+    assert "mallory@example.com" in page.text and "belongs to alice@example.com" in page.text
+    assert stored(broker) is None
+    ok = await broker.token("alice", "sales", expected_email="alice@example.com")
+    page = await get(await asyncio.to_thread(headless_login, ok.authorize_url, "alice"))
+    assert page.status_code == 200 and stored(broker) is not None

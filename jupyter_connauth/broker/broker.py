@@ -138,7 +138,9 @@ class Broker:
         return self.registry.get(name)
 
     # -- tokens ------------------------------------------------------------------
-    async def token(self, user: str, name: str) -> TokenGrant | FlowStart:
+    async def token(
+        self, user: str, name: str, *, expected_email: str | None = None
+    ) -> TokenGrant | FlowStart:
         """A fresh credential, or a started consent flow saying why consent is needed.
 
         ``oauth``: the user's access token. ``oauth-jwt``: a JWT minted for the user's
@@ -147,7 +149,7 @@ class Broker:
         """
         self._check_config()
         spec = self.connection(name)
-        result = await self._stored_grant(user, spec)
+        result = await self._stored_grant(user, spec, expected_email)
         if isinstance(result, FlowStart) or spec.auth == "oauth":
             return result
         try:
@@ -189,13 +191,15 @@ class Broker:
             extra={"info": spec.kernel_info(), "kind": "jwt"},
         )
 
-    async def _stored_grant(self, user: str, spec: ConnectionSpec) -> TokenGrant | FlowStart:
+    async def _stored_grant(
+        self, user: str, spec: ConnectionSpec, expected_email: str | None = None
+    ) -> TokenGrant | FlowStart:
         """The stored grant, refreshed (single-flight) when it is due."""
         name = spec.name
         stored = self.store.get_token(user, name)
         reason = self._consent_reason(user, spec, stored)
         if reason is not None:
-            return await self.flows.start(user, spec, reason)
+            return await self.flows.start(user, spec, reason, expected_email)
         assert stored is not None and stored.record is not None
         record = stored.record
         if not record.expires_within(self.config.refresh_leeway):
@@ -309,10 +313,17 @@ class Broker:
             )
         raise err
 
-    async def authorize(self, user: str, name: str, reason: str = "user_request") -> FlowStart:
+    async def authorize(
+        self,
+        user: str,
+        name: str,
+        reason: str = "user_request",
+        *,
+        expected_email: str | None = None,
+    ) -> FlowStart:
         self._check_config()
         spec = self.connection(name)
-        return await self.flows.start(user, spec, reason)
+        return await self.flows.start(user, spec, reason, expected_email)
 
     def flow_status(self, user: str, flow_id: str) -> Flow:
         flow = self.store.get_flow(flow_id)

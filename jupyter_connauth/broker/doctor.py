@@ -30,6 +30,19 @@ async def diagnose(broker: Broker, user: str, name: str) -> list[dict[str, Any]]
             Check("IdP config", False, broker.config_error.message, broker.config_error.fix)
         )
         return [asdict(c) for c in checks]
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(cfg.discovery_url)
+    if parts.scheme != "https" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        checks.append(
+            Check(
+                "TLS",
+                False,
+                f"the discovery URL uses {parts.scheme}://: tokens would cross the network "
+                "in the clear",
+                "use the IdP's https:// discovery URL",
+            )
+        )
     try:
         meta = await broker.idp.metadata()
         checks.append(

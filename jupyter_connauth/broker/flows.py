@@ -74,7 +74,9 @@ class ConsentFlows:
         resource = spec.consent_resource
         return {"resource": resource} if resource else {}
 
-    async def start(self, user: str, spec: ConnectionSpec, reason: str) -> FlowStart:
+    async def start(
+        self, user: str, spec: ConnectionSpec, reason: str, expected_email: str | None = None
+    ) -> FlowStart:
         now = time.time()
         self.store.purge_flows(now - self.ttl)
         state = secrets.token_urlsafe(32)
@@ -105,6 +107,7 @@ class ConsentFlows:
             created_at=now,
             expires_at=now + self.ttl,
             reason=reason,
+            expected_email=expected_email,
         )
         self.store.put_flow(flow)
         return FlowStart(flow, url)
@@ -294,6 +297,20 @@ class ConsentFlows:
             if claims.get("email_verified") is False:
                 identity.pop("email", None)
 
+        expected = (flow.expected_email or "").lower()
+        if expected and identity.get("email", "").lower() != expected:
+            # Someone else signed in with this user's link: their token must not land here.
+            raise self._fail(
+                flow,
+                FlowError(
+                    f"You signed in at the identity provider as "
+                    f"{identity.get('email') or 'an account without an email'}, but this "
+                    f"authorization belongs to {expected}.",
+                    "sign in at the identity provider with the same account you use for "
+                    "Jupyter, then authorize again",
+                    code="identity_mismatch",
+                ),
+            )
         missing = missing_scopes(spec.consent_scopes, resp.scope)
         if missing:
             raise self._fail(

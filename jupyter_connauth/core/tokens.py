@@ -99,6 +99,8 @@ class Flow:
     message: str | None = None
     fix: str | None = None
     identity: str | None = None
+    #: The email the user is known by (e.g. JupyterHub's): the IdP sign-in must match.
+    expected_email: str | None = None
 
     def __repr__(self) -> str:
         return (
