@@ -20,6 +20,12 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     return [{"module": "jupyter_connauth.server.app", "app": ConnAuthApp}]
 
 
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """The prebuilt JupyterLab extension (the Connections sidebar), for
+    ``jupyter labextension develop``; wheels install it under share/jupyter."""
+    return [{"src": "labextension", "dest": "jupyter-connauth"}]
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext jupyter_connauth``: registers the ``%%sql_connector`` magics."""
     from .kernel.magics import load_ipython_extension as _load

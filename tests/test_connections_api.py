@@ -67,6 +67,12 @@ async def test_create_edit_delete(jp_fetch, consent, broker):
     await expect_error(api(jp_fetch, "connections", "adhoc"), 404, "connection_not_found")
 
 
+async def test_info_has_the_scope_templates(jp_fetch):
+    info = await api(jp_fetch, "info")
+    assert info["scope_templates"]["databricks/oauth"] == ["offline_access"]
+    assert info["scope_templates"]["snowflake/oauth-jwt"] == ["openid", "email", "offline_access"]
+
+
 async def test_config_connections_are_read_only(jp_fetch):
     await expect_error(
         api(jp_fetch, "connections", "sales", method="PUT", body={**NEW, "name": "sales"}),
@@ -107,6 +113,8 @@ async def test_private_key_is_stored_encrypted_and_never_returned(jp_fetch, stor
     await jp_fetch("connauth", "api", "connections", "sf", "private_key", method="PUT", body=pem)
     body = (await jp_fetch("connauth", "api", "connections")).body
     assert b"PRIVATE KEY" not in body
+    status = await api(jp_fetch, "connections", "sf")
+    assert status["private_key_configured"] is True
     marker = pem.splitlines()[1]
     raw = b"".join(p.read_bytes() for p in store_path.parent.iterdir() if p.is_file())
     assert marker not in raw

@@ -175,6 +175,10 @@ async def test_two_users_see_their_own_rows(jp_fetch, consent, broker, jp_server
     assert tested["status"] == "ok" and tested["whoami"]["user"] == "ALICE"
     tree = await api(jp_fetch, "connections", "sales", "browse")
     assert "CONNAUTH" in tree["items"]
+    # a revoke ends the broker's own warehouse session too
+    await api(jp_fetch, "connections", "sales", "revoke", method="POST")
+    again = await api(jp_fetch, "connections", "sales", "test", method="POST")
+    assert again["status"] == "consent_required" and again["reason"] == "revoked"
 
 
 async def test_jwt_minted_by_the_broker_is_accepted(shell, consent, jp_fetch):

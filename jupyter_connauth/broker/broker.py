@@ -378,6 +378,8 @@ class Broker:
                 "fix": e.fix,
             }
         out = spec.public_dict()
+        if spec.auth == "oauth-jwt" and not out.get("private_key_configured"):
+            out["private_key_configured"] = self._stored_private_key(name) is not None
         stored = self.store.get_token(user, name)
         if self.config_error is not None:
             out.update(status="error", **self.config_error.to_json())

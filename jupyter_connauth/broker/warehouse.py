@@ -1,13 +1,16 @@
 """Warehouse calls made by the broker itself: the sidebar's Test and browse tree.
 
 The same connectors as in kernels, run on worker threads (drivers block), with one
-driver session per (user, connection) reused while its credential is valid.
+driver session per (user, connection) reused while its credential is valid. The
+credential comes from ``token(user, name)``: ``Broker.token`` by default; the hub
+service passes its own (``HubBroker.token_for`` with the hub's identity of the user).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -21,6 +24,8 @@ from .flows import FlowStart
 REUSE_MARGIN = 60.0
 _TEST_SQL = {"snowflake": "SELECT 1 AS OK"}
 
+TokenSource = Callable[[str, str], Awaitable[TokenGrant | FlowStart]]
+
 
 @dataclass
 class _Session:
@@ -31,8 +36,11 @@ class _Session:
 
 
 class WarehouseCalls:
-    def __init__(self, broker: Broker, max_workers: int = 4) -> None:
+    def __init__(
+        self, broker: Broker, max_workers: int = 4, *, token: TokenSource | None = None
+    ) -> None:
         self.broker = broker
+        self.token: TokenSource = token or broker.token
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="connauth-wh")
         self._sessions: dict[tuple[str, str], _Session] = {}
 
@@ -47,13 +55,19 @@ class WarehouseCalls:
         if session is not None:
             self._pool.submit(session.connector.close, session.conn)
 
+    def forget_connection(self, name: str) -> None:
+        """Every user's session of ``name`` (revoked for all, edited or deleted)."""
+        for user, conn_name in list(self._sessions):
+            if conn_name == name:
+                self.forget(user, conn_name)
+
     async def _session(self, user: str, name: str) -> _Session | FlowStart:
         key = (user, name)
         current = self._sessions.get(key)
         exp = current.credential.expires_at if current else None
         if current is not None and (exp is None or exp - REUSE_MARGIN > time.time()):
             return current
-        grant = await self.broker.token(user, name)
+        grant = await self.token(user, name)
         if isinstance(grant, FlowStart):
             return grant
         return await self._open(key, grant, current)

@@ -116,9 +116,19 @@ class ConnectionSpec:
         }
         if self.resource:
             out["resource"] = self.resource
-        for key in ("jwt_audience", "jwt_user_claim"):
+        # Non-secret settings, so an edit form can send the whole definition back.
+        for key in (
+            "jwt_audience",
+            "jwt_user_claim",
+            "jwt_public_key_fp",
+            "subject_scopes",
+            "private_key_path",
+            "private_key_env",
+        ):
             if key in self.extra:
                 out[key] = self.extra[key]
+        if self.driver_options:
+            out["driver_options"] = dict(self.driver_options)
         if self.auth == "oauth-jwt":
             out["private_key_configured"] = bool(
                 self.extra.get("private_key_path")

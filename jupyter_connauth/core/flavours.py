@@ -67,3 +67,17 @@ def default_scopes(connector: str, flavour: Flavour, auth: str = "oauth") -> tup
             )
         )
     return template
+
+
+def scope_templates(flavour: Flavour) -> dict[str, list[str] | None]:
+    """``"connector/auth"`` → the default scopes, for forms (None: the admin must choose)."""
+    from .connections import AUTH_MODES, CONNECTORS
+
+    out: dict[str, list[str] | None] = {}
+    for connector in CONNECTORS:
+        for auth in AUTH_MODES:
+            if auth == "oauth-jwt" and connector != "snowflake":
+                continue
+            template = default_scopes(connector, flavour, auth)
+            out[f"{connector}/{auth}"] = list(template) if template is not None else None
+    return out

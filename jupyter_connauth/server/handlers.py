@@ -24,6 +24,7 @@ from ..broker.flows import FlowStart
 from ..broker.pages import CALLBACK_HEADERS, render_callback
 from ..broker.warehouse import WarehouseCalls
 from ..core.errors import ConnAuthError
+from ..core.flavours import scope_templates
 from ..core.tokens import Flow
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ class InfoHandler(BrokerAPIHandler):
                 "client_id": b.config.client_id,
                 "config_error": b.config_error.to_json() if b.config_error else None,
                 "allow_api_connections": b.config.allow_api_connections,
+                "scope_templates": scope_templates(b.flavour),
             }
         )
 
@@ -177,6 +179,7 @@ class ConnectionHandler(BrokerAPIHandler):
     @connauth_authorized
     async def put(self, name: str) -> None:
         _spec, dropped = self.broker.update_connection(name, self.body_json())
+        self.warehouse.forget_connection(name)
         out = self.broker.status(self.connauth_user, name)
         out["tokens_invalidated"] = dropped
         self.write_json(out)
@@ -184,6 +187,7 @@ class ConnectionHandler(BrokerAPIHandler):
     @connauth_authorized
     async def delete(self, name: str) -> None:
         self.broker.delete_connection(name)
+        self.warehouse.forget_connection(name)
         self.set_status(204)
         self.finish()
 
@@ -205,7 +209,9 @@ class AuthorizeHandler(BrokerAPIHandler):
 class RevokeHandler(BrokerAPIHandler):
     @connauth_authorized
     async def post(self, name: str) -> None:
-        self.write_json(await self.broker.revoke(self.connauth_user, name))
+        result = await self.broker.revoke(self.connauth_user, name)
+        self.warehouse.forget(self.connauth_user, name)  # no more queries on the old session
+        self.write_json(result)
 
 
 class PrivateKeyHandler(BrokerAPIHandler):

@@ -1,0 +1,264 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { ConnectionsModel, ITimers } from '../src/state';
+import { ApiError, IBrokerApi, IConnectionStatus, IFlow } from '../src/types';
+
+class FakeTimers implements ITimers {
+  t = 0;
+  queue: { at: number; fn: () => void; id: number }[] = [];
+  private next = 1;
+  setTimeout(fn: () => void, ms: number): unknown {
+    const id = this.next++;
+    this.queue.push({ at: this.t + ms, fn, id });
+    return id;
+  }
+  clearTimeout(h: unknown): void {
+    this.queue = this.queue.filter(q => q.id !== h);
+  }
+  now(): number {
+    return this.t;
+  }
+  /** Advance time and run what is due, letting promises settle in between. */
+  async advance(ms: number): Promise<void> {
+    this.t += ms;
+    for (;;) {
+      const due = this.queue.filter(q => q.at <= this.t).sort((a, b) => a.at - b.at)[0];
+      if (!due) {
+        break;
+      }
+      this.queue = this.queue.filter(q => q !== due);
+      due.fn();
+      await settle();
+    }
+    await settle();
+  }
+}
+
+const settle = () => new Promise(r => setImmediate(r));
+
+function fakeApi(): IBrokerApi & {
+  statuses: IConnectionStatus[];
+  flows: Map<string, IFlow>;
+  calls: string[];
+  failConnections: ApiError | null;
+} {
+  const api = {
+    statuses: [
+      { name: 'sales', status: 'consent_required', connector: 'databricks', reason: 'first_use' }
+    ] as IConnectionStatus[],
+    flows: new Map<string, IFlow>(),
+    calls: [] as string[],
+    failConnections: null as ApiError | null,
+    async info() {
+      return { flavour: 'oidc' as const };
+    },
+    async connections() {
+      api.calls.push('connections');
+      if (api.failConnections) {
+        throw api.failConnections;
+      }
+      return api.statuses;
+    },
+    async connection(name: string) {
+      return api.statuses.find(s => s.name === name)!;
+    },
+    async create() {
+      return api.statuses[0];
+    },
+    async update() {
+      return api.statuses[0];
+    },
+    async remove() {},
+    async authorize(name: string) {
+      api.calls.push(`authorize:${name}`);
+      const id = `flow${api.flows.size + 1}`;
+      api.flows.set(id, { flow_id: id, connection: name, status: 'pending' });
+      return { authorize_url: `https://idp/auth?flow=${id}`, flow_id: id };
+    },
+    async revoke(name: string) {
+      api.calls.push(`revoke:${name}`);
+      return {};
+    },
+    async uploadPrivateKey() {
+      return {};
+    },
+    async test(name: string) {
+      api.calls.push(`test:${name}`);
+      if (api.statuses[0].status === 'authorized') {
+        return { status: 'ok' as const, elapsed: 0.25, whoami: { user: 'alice@example.com' } };
+      }
+      const id = `flow${api.flows.size + 1}`;
+      api.flows.set(id, { flow_id: id, connection: name, status: 'pending' });
+      return {
+        status: 'consent_required' as const,
+        authorize_url: `https://idp/auth?flow=${id}`,
+        flow_id: id,
+        reason_text: 'first use'
+      };
+    },
+    async browse() {
+      if (api.statuses[0].status !== 'authorized') {
+        const id = `flow${api.flows.size + 1}`;
+        api.flows.set(id, { flow_id: id, connection: 'sales', status: 'pending' });
+        return { status: 'consent_required' as const, authorize_url: 'u', flow_id: id };
+      }
+      return { status: 'ok' as const, items: ['main'] };
+    },
+    async flow(id: string) {
+      api.calls.push(`flow:${id}`);
+      const f = api.flows.get(id);
+      if (!f) {
+        throw new ApiError('unknown_flow', 'No such consent flow for you.', null, 403);
+      }
+      return f;
+    }
+  };
+  return api;
+}
+
+function complete(api: ReturnType<typeof fakeApi>, id: string) {
+  api.flows.get(id)!.status = 'complete';
+  api.flows.get(id)!.identity = 'alice@example.com';
+  api.statuses[0] = { ...api.statuses[0], status: 'authorized', authorized_as: 'alice@example.com' };
+}
+
+test('refresh failure keeps the message and fix (never a blank panel)', async () => {
+  const api = fakeApi();
+  api.failConnections = new ApiError('http_error', 'The broker answered HTTP 404', 'enable it', 404);
+  const model = new ConnectionsModel(api);
+  await model.refresh();
+  assert.equal(model.error?.fix, 'enable it');
+  assert.equal(model.loaded, false);
+  api.failConnections = null;
+  await model.refresh();
+  assert.equal(model.error, null);
+  assert.equal(model.connections.length, 1);
+});
+
+test('concurrent refreshes share one request', async () => {
+  const api = fakeApi();
+  const model = new ConnectionsModel(api);
+  await Promise.all([model.refresh(), model.refresh(), model.refresh()]);
+  assert.equal(api.calls.filter(c => c === 'connections').length, 1);
+});
+
+test('authorize: the flow is polled until complete, then statuses refresh', async () => {
+  const api = fakeApi();
+  const timers = new FakeTimers();
+  const model = new ConnectionsModel(api, { timers, pollMs: 1000 });
+  await model.refresh();
+  const url = await model.authorize('sales');
+  assert.equal(url, 'https://idp/auth?flow=flow1');
+  assert.ok(model.watching('sales'));
+  await timers.advance(1000);
+  assert.ok(model.watching('sales'), 'still pending');
+  complete(api, 'flow1');
+  let finished = 0;
+  model.flowFinished.connect(() => finished++);
+  await timers.advance(1000);
+  assert.equal(model.watching('sales'), false);
+  assert.equal(finished, 1);
+  assert.equal(model.get('sales')?.status, 'authorized');
+  assert.equal(model.notes.get('sales')?.text, 'Authorized as alice@example.com');
+  assert.equal(timers.queue.length, 0, 'no more polling');
+});
+
+test("the popup's postMessage finishes the flow at once and the tree expands by itself", async () => {
+  const api = fakeApi();
+  const timers = new FakeTimers();
+  const model = new ConnectionsModel(api, { timers, pollMs: 5000 });
+  await model.refresh();
+  const tree = model.tree('sales');
+  await tree.expand(tree.root);
+  assert.equal(tree.root.state, 'consent');
+  assert.ok(model.watching('sales'), 'the browse consent flow is watched');
+  complete(api, 'flow1');
+  const handled = await model.handleMessage({
+    type: 'connauth:flow',
+    status: 'complete',
+    flow_id: 'flow1',
+    connection: 'sales'
+  });
+  assert.ok(handled);
+  assert.equal(model.watching('sales'), false);
+  assert.equal(tree.root.state, 'loaded');
+  assert.deepEqual(
+    tree.rows().map(r => (r.kind === 'node' ? r.node.name : r.kind)),
+    ['main']
+  );
+  assert.equal(timers.queue.length, 0);
+  assert.equal(await model.handleMessage({ type: 'other' }), false);
+});
+
+test('a failed flow leaves a note with the fix', async () => {
+  const api = fakeApi();
+  const timers = new FakeTimers();
+  const model = new ConnectionsModel(api, { timers, pollMs: 1000 });
+  await model.refresh();
+  await model.authorize('sales');
+  Object.assign(api.flows.get('flow1')!, {
+    status: 'failed',
+    message: 'The IdP refused: invalid_scope',
+    fix: 'align the Scopes field with the IdP policy'
+  });
+  await timers.advance(1000);
+  const note = model.notes.get('sales');
+  assert.equal(note?.tone, 'error');
+  assert.equal(note?.fix, 'align the Scopes field with the IdP policy');
+});
+
+test('a newer flow for the same connection supersedes the older one', async () => {
+  const api = fakeApi();
+  const timers = new FakeTimers();
+  const model = new ConnectionsModel(api, { timers, pollMs: 1000 });
+  await model.refresh();
+  await model.authorize('sales');
+  await model.authorize('sales');
+  assert.deepEqual([...model.flows.keys()], ['flow2']);
+  assert.equal(timers.queue.length, 1);
+});
+
+test('an unknown or expired flow stops polling; the watch times out', async () => {
+  const api = fakeApi();
+  const timers = new FakeTimers();
+  const model = new ConnectionsModel(api, { timers, pollMs: 1000, flowTimeoutMs: 3000 });
+  model.watchFlow('nope', 'sales');
+  await timers.advance(1000);
+  assert.equal(model.watching('sales'), false);
+  await model.authorize('sales');
+  await timers.advance(5000);
+  assert.equal(model.watching('sales'), false);
+  assert.equal(timers.queue.length, 0);
+});
+
+test('test: ok gives a note; consent_required watches the flow', async () => {
+  const api = fakeApi();
+  const timers = new FakeTimers();
+  const model = new ConnectionsModel(api, { timers });
+  await model.refresh();
+  const first = await model.test('sales');
+  assert.equal(first?.status, 'consent_required');
+  assert.ok(model.watching('sales'));
+  complete(api, 'flow1');
+  await timers.advance(1500);
+  const second = await model.test('sales');
+  assert.equal(second?.status, 'ok');
+  assert.match(model.notes.get('sales')!.text, /Test OK in 0.25 s as alice@example.com/);
+});
+
+test('errors of actions become notes with the fix and clear the busy flag', async () => {
+  const api = fakeApi();
+  api.revoke = async () => {
+    throw new ApiError('idp_error', 'The IdP is down', 'try again later', 502);
+  };
+  const model = new ConnectionsModel(api);
+  await model.refresh();
+  await model.revoke('sales');
+  assert.equal(model.busy.size, 0);
+  assert.deepEqual(model.notes.get('sales'), {
+    tone: 'error',
+    text: 'The IdP is down',
+    fix: 'try again later'
+  });
+});

@@ -1,0 +1,228 @@
+"""The Connections sidebar end to end: JupyterLab in headless Chromium.
+
+Same real parts as test_notebook_browser.py (whose fixtures this module reuses): the
+test IdP, the local Snowflake server and a ``jupyter lab`` subprocess. Chromium opens
+the sidebar, sees that consent is needed, clicks Test (the consent popup opens at
+once), signs in, watches the panel turn "Authorized" without a reload, browses the
+catalog tree, revokes, and expands the tree again: the Authorize notification appears
+and, after consent, the node expands by itself. A table's context menu inserts a
+``%%sql_connector`` query cell into a notebook.
+
+Screenshots go to ``artifacts/e2e/sidebar-*.png``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+
+from tests.e2e.test_notebook_browser import (  # noqa: F401 - fixtures
+    CONNECTION,
+    EMAIL,
+    WAIT_MS,
+    JupyterLab,
+    e2e_dir,
+    idp,
+    lab,
+    lab_port,
+    snowflake,
+    step,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+class Sidebar:
+    """The JupyterLab page with the Connections panel open."""
+
+    def __init__(self, page: Any, artifacts: Path) -> None:
+        self.page = page
+        self.artifacts = artifacts
+        self.n = 0
+
+    def shot(self, name: str, page: Any = None) -> Path:
+        self.n += 1
+        path = self.artifacts / f"sidebar-{self.n:02d}-{name}.png"
+        (page or self.page).screenshot(path=str(path))
+        return path
+
+    @property
+    def panel(self) -> Any:
+        return self.page.locator("#jp-connauth-connections")
+
+    def card(self, name: str = CONNECTION) -> Any:
+        return self.panel.locator(f'.jp-ConnAuth-card[data-connection="{name}"]')
+
+    def status(self, name: str = CONNECTION) -> str:
+        return str(self.card(name).locator(".jp-ConnAuth-status").inner_text(timeout=5_000))
+
+    def button(self, label: str, name: str = CONNECTION) -> Any:
+        return self.card(name).locator("button.jp-ConnAuth-action", has_text=label)
+
+
+def sign_in(popup: Any, sb: Sidebar) -> None:
+    """Log in as alice and consent, until the popup shows our callback page."""
+    popup.wait_for_load_state("domcontentloaded", timeout=WAIT_MS)
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while "/oauth/connector/callback" not in popup.url:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the popup never reached the callback; it is at {popup.url}")
+        login = popup.locator("input[name=login]")
+        submit = popup.locator("button[type=submit]")
+        before = popup.url
+        try:
+            if login.count():
+                login.fill("alice")
+                popup.locator("input[name=password]").fill("any-password")
+                submit.first.click()
+            elif submit.count():
+                submit.first.click()
+            else:
+                time.sleep(0.2)
+                continue
+            popup.wait_for_url(lambda url, before=before: url != before, timeout=10_000)
+        except Exception:  # the page navigated under us (a redirect): look again
+            time.sleep(0.2)
+    body = popup.locator("body").inner_text(timeout=5_000)
+    assert f"Authorized as {EMAIL}" in body, body
+    sb.shot("callback", popup)
+
+
+def test_sidebar_consent_test_browse_revoke(
+    browser: Any,
+    lab: JupyterLab,  # noqa: F811 - the fixture imported above
+    artifacts: Path,
+) -> None:
+    for old in artifacts.glob("sidebar-*.png"):
+        old.unlink()
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    nb.cells = [nbformat.v4.new_code_cell("")]
+    nbformat.write(nb, str(lab.notebooks / "browse.ipynb"))
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(WAIT_MS)
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    console: list[str] = []
+    page.on(
+        "console",
+        lambda m: console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None,
+    )
+    sb = Sidebar(page, artifacts)
+    # the step() helper of the notebook test wants .shot and .page: Sidebar has both
+    try:
+        with step(sb, "open-sidebar", lab):  # type: ignore[arg-type]
+            page.goto(f"{lab.url}lab/tree/browse.ipynb?token={lab.token}")
+            page.locator(".jp-Notebook .jp-Cell").first.wait_for()
+            page.locator('.jp-SideBar [data-id="jp-connauth-connections"]').click()
+            sb.card().wait_for()
+            wait_until("the consent-needed status", lambda: "Consent needed" in sb.status())
+            assert "first use" in sb.status()
+            sb.shot("consent-needed")
+
+        with step(sb, "browse-asks-consent", lab):  # type: ignore[arg-type]
+            sb.card().locator(".jp-ConnAuth-cardHead button").first.click()
+            toast = page.locator(".Toastify__toast", has_text=f'"{CONNECTION}" needs your consent')
+            toast.wait_for()
+            sb.card().locator(".jp-ConnAuth-row", has_text="Waiting for your consent").wait_for()
+            sb.shot("notification")
+            with page.expect_popup() as info:
+                toast.locator("button", has_text="Authorize").click()
+            popup = info.value
+            sign_in(popup, sb)
+            # the callback page posts to its opener: the waiting level expands by itself
+            # and the status turns "Authorized" without a reload
+            sb.card().locator(".jp-ConnAuth-catalog").first.wait_for()
+            wait_until("the authorized status", lambda: "Authorized as" in sb.status())
+            assert EMAIL in sb.status()
+            with contextlib.suppress(Exception):
+                popup.close()
+            sb.shot("expanded-after-consent")
+
+        with step(sb, "test-ok", lab):  # type: ignore[arg-type]
+            sb.button("Test").click()
+            sb.card().locator(".jp-ConnAuth-note", has_text="Test OK").wait_for()
+            sb.shot("test-ok")
+
+        with step(sb, "browse-columns", lab):  # type: ignore[arg-type]
+            sb.card().locator(".jp-ConnAuth-catalog").first.click()
+            schema = sb.card().locator('.jp-ConnAuth-schema[data-path$=",\\"PUBLIC\\"]"]')
+            schema.wait_for()
+            schema.click()
+            table = sb.card().locator(".jp-ConnAuth-table").first
+            table.wait_for()
+            table.click()
+            sb.card().locator(".jp-ConnAuth-column").first.wait_for()
+            assert sb.card().locator(".jp-ConnAuth-column .jp-ConnAuth-nodeType").count() > 0
+            sb.shot("tree")
+
+        with step(sb, "insert-query", lab):  # type: ignore[arg-type]
+            table = sb.card().locator(".jp-ConnAuth-table").first
+            table.click(button="right")
+            page.locator(".lm-Menu-item", has_text="Insert Query Cell").click()
+            cell = page.locator(".jp-Notebook .jp-Cell").first
+            wait_until(
+                "the query cell",
+                lambda: f"%%sql_connector {CONNECTION}" in cell.inner_text(timeout=2_000),
+            )
+            text = cell.inner_text()
+            assert "SELECT * FROM CONNAUTH.PUBLIC." in text and "LIMIT 100" in text, text
+            sb.shot("query-cell")
+
+        with step(sb, "revoke", lab):  # type: ignore[arg-type]
+            sb.button("Revoke").click()
+            wait_until("consent needed again", lambda: "Consent needed" in sb.status())
+            assert "revoked" in sb.status()
+            sb.shot("revoked")
+
+        with step(sb, "add-connection-form", lab):  # type: ignore[arg-type]
+            sb.panel.locator("button.jp-ConnAuth-add").click()
+            form = sb.panel.locator("form.jp-ConnAuth-form")
+            form.locator("input[name=name]").fill("bq")
+            form.locator("select[name=connector]").select_option("bigquery")
+            form.locator("button[type=submit]").click()
+            # validation shows beside the field
+            form.locator(".jp-ConnAuth-fieldError", has_text="required for BigQuery").wait_for()
+            scopes = form.locator("textarea[name=scopes]")
+            assert scopes.input_value() == "https://www.googleapis.com/auth/bigquery"  # OIDC
+            form.locator("input[name=project]").fill("acme-analytics")
+            sb.shot("add-form")
+            form.locator("button[type=submit]").click()
+            card = sb.card("bq")
+            card.wait_for()
+            assert "BigQuery" in card.inner_text()
+
+        with step(sb, "edit-scopes-warns", lab):  # type: ignore[arg-type]
+            sb.card("bq").locator("button[title=Edit]").click()
+            form = sb.panel.locator("form.jp-ConnAuth-form")
+            form.locator("textarea[name=scopes]").fill(
+                "https://www.googleapis.com/auth/cloud-platform"
+            )
+            form.locator(".jp-ConnAuth-scopeWarning").wait_for()
+            assert "every user" in form.locator(".jp-ConnAuth-scopeWarning").inner_text()
+            sb.shot("edit-scopes-warning")
+            form.locator("button", has_text="Cancel").click()
+            sb.card().wait_for()
+
+        with step(sb, "authorize-again", lab):  # type: ignore[arg-type]
+            # the popup opens within the click (blank), then goes to the IdP
+            with page.expect_popup() as info:
+                sb.button("Authorize").click()
+            popup = info.value
+            sign_in(popup, sb)
+            wait_until("the authorized status", lambda: "Authorized as" in sb.status())
+            with contextlib.suppress(Exception):
+                popup.close()
+            sb.shot("authorized-again")
+    finally:
+        context.close()
+    # the extension loads cleanly: no shared-module version mismatch, no uncaught errors
+    ours = [m for m in console if "connauth" in m.lower() or "unsatisfied version" in m.lower()]
+    assert not ours, "\n".join(ours)
