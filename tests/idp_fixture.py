@@ -37,7 +37,7 @@ DEFAULT_CLIENT_ID = "connauth-test-client"
 DEFAULT_CLIENT_SECRET = "connauth-test-client-secret-6f1d2c"
 DEFAULT_REDIRECT_URI = "http://127.0.0.1:8888/oauth/connector/callback"
 
-START_TIMEOUT = 20.0
+START_TIMEOUT = 60.0  # generous: a loaded 2-core CI machine starts Node slowly
 
 _UNSET: Any = object()
 

@@ -117,6 +117,8 @@ class SQLTokenStore(TokenStore):
         self.engine: Engine = sa.create_engine(url, **engine_kwargs)
         if url.get_backend_name() == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        # Single reads need no transaction: autocommit saves the BEGIN/ROLLBACK round trips.
+        self._reader: Engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         try:
             self.migrate()
         except BaseException:
@@ -201,7 +203,7 @@ class SQLTokenStore(TokenStore):
     # -- tokens ----------------------------------------------------------------
     def get_token(self, user: str, connection: str) -> StoredToken | None:
         t = tokens_t.c
-        with self.engine.connect() as conn:
+        with self._reader.connect() as conn:
             row = conn.execute(
                 sa.select(t.fingerprint, t.data, t.reason, t.updated_at).where(
                     t.user == user, t.connection == connection

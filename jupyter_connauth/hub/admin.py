@@ -42,6 +42,8 @@ class UserRevokeHandler(ServiceHandler):
         await self.admin()
         names = _connections(self, self.body_json())
         results = [await self.broker.revoke(user, n) for n in names]
+        for n in names:
+            self.warehouse.forget(user, n)
         self.write_json({"user": user, "results": results})
 
 
@@ -59,6 +61,8 @@ class RevokeAllHandler(ServiceHandler):
         for user in store_users() if callable(store_users) else []:
             for name in names:
                 self.broker.exchanger.forget(user, name)
+        for name in names:
+            self.warehouse.forget_connection(name)
         self.write_json({"connections": names, "tokens_revoked": dropped})
 
 
@@ -82,6 +86,7 @@ class ScopesHandler(ServiceHandler):
         raw = dict(self.broker.store.connection_defs().get(name, {}))
         raw["scopes"] = scopes
         spec, dropped = self.broker.update_connection(name, raw)
+        self.warehouse.forget_connection(name)
         self.write_json(
             {"connection": name, "scopes": list(spec.scopes), "tokens_invalidated": dropped}
         )

@@ -18,12 +18,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tornado import web
-from traitlets import Dict, Float, Unicode, default
+from traitlets import Dict, Float, Int, Unicode, default
 from traitlets.config import Application
 
 from .._version import __version__
+from ..broker.broker import TokenGrant
 from ..broker.config import ConnAuth
+from ..broker.flows import FlowStart
 from ..broker.sql_store import SQLTokenStore
+from ..broker.warehouse import TokenSource, WarehouseCalls
 from ..core.crypto import CryptKeeper, keys_from_env
 from ..core.errors import ConfigError
 from .broker import HubBroker
@@ -32,6 +35,18 @@ from .identity import HubUsers
 
 log = logging.getLogger("jupyter_connauth")
 CALLBACK = "oauth/connector/callback"
+
+
+def warehouse_token_source(broker: HubBroker, hub_users: HubUsers) -> TokenSource:
+    """The credential of a server-side warehouse call (the sidebar's Test and browse):
+    what ``POST connections/NAME/token`` answers the same user (``token_for`` with the
+    hub's identity: the hub's email for JWTs, the login token for pass-through)."""
+
+    async def token(user: str, name: str) -> TokenGrant | FlowStart:
+        leeway = float(broker.config.refresh_leeway)
+        return await broker.token_for(await hub_users.identity(user, leeway=leeway), name)
+
+    return token
 
 
 class ConnAuthHub(Application):
@@ -67,6 +82,17 @@ class ConnAuthHub(Application):
     ).tag(config=True)
     identity_cache_ttl = Float(
         30.0, help="Seconds a user's hub model (admin flag, auth_state) is cached."
+    ).tag(config=True)
+    connections_reload_interval = Float(
+        1.0,
+        help="""Seconds between re-reads of the API-defined connections from the database
+        (an admin's edit through another replica shows up within this time; this
+        replica's own edits at once). 0: on every request.""",
+    ).tag(config=True)
+    warehouse_workers = Int(
+        8,
+        help="""Worker threads for the sidebar's Test and browse calls (warehouse drivers
+        block); one driver session per (user, connection) is kept while its token is valid.""",
     ).tag(config=True)
     bind_url = Unicode(help="Where to listen. Default: $JUPYTERHUB_SERVICE_URL.").tag(config=True)
 
@@ -126,6 +152,12 @@ class ConnAuthHub(Application):
             email_map={str(k): str(v) for k, v in self.email_map.items()},
             email_template=self.email_template,
         )
+        # Test and browse run in the service, with the credential token_for gives.
+        self.warehouse = WarehouseCalls(
+            self.broker,
+            self.warehouse_workers,
+            token=warehouse_token_source(self.broker, self.hub_users),
+        )
 
     def make_app(self) -> web.Application:
         return web.Application(
@@ -135,6 +167,8 @@ class ConnAuthHub(Application):
             xsrf_cookies=False,
             connauth_broker=self.broker,
             connauth_hub_users=self.hub_users,
+            connauth_warehouse=self.warehouse,
+            connauth_reload={"interval": self.connections_reload_interval, "at": 0.0},
             connauth_version=__version__,
         )
 
@@ -153,6 +187,7 @@ class ConnAuthHub(Application):
             await asyncio.Event().wait()
         finally:
             server.stop()
+            self.warehouse.close()
             await self.hub_users.aclose()
             await self.broker.aclose()
 

@@ -57,7 +57,7 @@ class HubBroker(Broker):
                     identity=ident.email or ident.name,
                     extra={"info": spec.kernel_info(), "kind": "oauth", "via": "login"},
                 )
-        return await self.token(ident.name, name)
+        return await self.token(ident.name, name, expected_email=ident.email)
 
     def _mint_for(self, spec: ConnectionSpec, ident: HubIdentity) -> TokenGrant:
         if not ident.email:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any, cast
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated, UserNotAllowed
 from tornado import web
 
+from ..broker.flows import FlowStart
 from ..broker.pages import CALLBACK_HEADERS, render_callback
+from ..broker.warehouse import WarehouseCalls
 from ..core.errors import AccessDenied, ConnAuthError
 from .broker import HubBroker
 from .identity import HubIdentity, HubUsers
@@ -34,6 +37,10 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[mis
     def hub_users(self) -> HubUsers:
         return cast(HubUsers, self.settings["connauth_hub_users"])
 
+    @property
+    def warehouse(self) -> WarehouseCalls:
+        return cast(WarehouseCalls, self.settings["connauth_warehouse"])
+
     async def prepare(self) -> None:
         model = await self.hub_auth.get_user(self, sync=False)
         if model:
@@ -46,8 +53,14 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[mis
             raise web.HTTPError(403, "sign in to JupyterHub (or present a hub API token)")
         if model.get("kind", "user") != "user":
             raise web.HTTPError(403, "only hub users hold connections, not services")
-        # Connections edited through another replica: pick them up.
-        self.broker.registry.reload()
+        # Connections edited through another replica: pick them up (at most once a
+        # reload interval: it is a database query, as costly as the token read itself).
+        reload = self.settings.get("connauth_reload")
+        now = time.monotonic()
+        if reload is None or now - reload["at"] >= reload["interval"]:
+            self.broker.registry.reload()
+            if reload is not None:
+                reload["at"] = now
 
     async def identity(self) -> HubIdentity:
         model = cast(dict[str, Any], self.current_user)
@@ -157,6 +170,7 @@ class ConnectionHandler(ServiceHandler):
     async def put(self, name: str) -> None:
         ident = await self.admin()
         _spec, dropped = self.broker.update_connection(name, self.body_json())
+        self.warehouse.forget_connection(name)
         out = self.broker.status_for(ident, name)
         out["tokens_invalidated"] = dropped
         self.write_json(out)
@@ -164,6 +178,7 @@ class ConnectionHandler(ServiceHandler):
     async def delete(self, name: str) -> None:
         await self.admin()
         self.broker.delete_connection(name)
+        self.warehouse.forget_connection(name)
         self.set_status(204)
         self.finish()
 
@@ -177,13 +192,40 @@ class TokenHandler(ServiceHandler):
 class AuthorizeHandler(ServiceHandler):
     async def post(self, name: str) -> None:
         ident = await self.identity()
-        self.write_json((await self.broker.authorize(ident.name, name)).to_json())
+        started = await self.broker.authorize(ident.name, name, expected_email=ident.email)
+        self.write_json(started.to_json())
 
 
 class RevokeHandler(ServiceHandler):
     async def post(self, name: str) -> None:
         ident = await self.identity()
-        self.write_json(await self.broker.revoke(ident.name, name))
+        result = await self.broker.revoke(ident.name, name)
+        self.warehouse.forget(ident.name, name)
+        self.write_json(result)
+
+
+class ConnectionTestHandler(ServiceHandler):
+    """``POST connections/NAME/test``: a trivial query in the service (the sidebar's Test)."""
+
+    async def post(self, name: str) -> None:
+        ident = await self.identity()
+        result = await self.warehouse.test(ident.name, name)
+        self.write_json(result.to_json() if isinstance(result, FlowStart) else result)
+
+
+class BrowseHandler(ServiceHandler):
+    """``GET connections/NAME/browse?path=``: '' → catalogs, a → schemas, a/b → tables,
+    a/b/c → columns, read with the user's own credential."""
+
+    async def get(self, name: str) -> None:
+        ident = await self.identity()
+        raw = self.get_query_argument("path", "")
+        path = [p for p in raw.split("/") if p] if raw else []
+        result = await self.warehouse.browse(ident.name, name, path)
+        if isinstance(result, FlowStart):
+            self.write_json(result.to_json())
+        else:
+            self.write_json({"status": "ok", "connection": name, "path": path, "items": result})
 
 
 class PrivateKeyHandler(ServiceHandler):
@@ -249,6 +291,8 @@ def handlers(prefix: str) -> list[tuple[str, type[web.RequestHandler]]]:
         (rf"{api}/connections/{_NAME}/token", TokenHandler),
         (rf"{api}/connections/{_NAME}/authorize", AuthorizeHandler),
         (rf"{api}/connections/{_NAME}/revoke", RevokeHandler),
+        (rf"{api}/connections/{_NAME}/test", ConnectionTestHandler),
+        (rf"{api}/connections/{_NAME}/browse", BrowseHandler),
         (rf"{api}/connections/{_NAME}/private_key", PrivateKeyHandler),
         (rf"{api}/connections/{_NAME}/doctor", DoctorHandler),
         (rf"{api}/flows/(?P<flow_id>[A-Za-z0-9_\-]{{1,64}})", FlowHandler),

@@ -93,10 +93,13 @@ class TestHub:
         self.tester_token = secrets.token_hex(16)
         self.hub_crypt_key = secrets.token_hex(32)
         svc_port = free_port()
+        # The service's own address (not through the proxy), as user servers may use it.
+        self.service_direct_url = f"http://127.0.0.1:{svc_port}/services/connauth/"
+        self.hub_url = f"http://127.0.0.1:{free_port()}"
         (self.dir / "connauth_hub_config.py").write_text(service_config)
         params = {
             "public_url": self.public_url,
-            "hub_url": f"http://127.0.0.1:{free_port()}",
+            "hub_url": self.hub_url,
             "proxy_api": f"http://127.0.0.1:{free_port()}",
             "chp": str(CHP),
             "dir": str(self.dir),

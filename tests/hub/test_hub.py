@@ -15,6 +15,7 @@ from cryptography.fernet import Fernet
 
 from tests.hub.hub_fixture import CHP, TestHub, service_config
 from tests.idp_fixture import DEFAULT_CLIENT_SECRET, TestIdP, default_client, headless_login
+from tests.servers.databricks.fixture import DatabricksServer
 from tests.test_passthrough_jwt import rsa_pem
 
 pytestmark = [
@@ -27,9 +28,25 @@ DBX = "https://databricks.local"
 SF_AUD = "https://acme.snowflakecomputing.com"
 
 
-def connections(key_path: Path) -> dict[str, Any]:
+def connections(key_path: Path, warehouse: DatabricksServer | None = None) -> dict[str, Any]:
     base = {"connector": "databricks", "server_hostname": "h", "http_path": "/p"}
+    lake: dict[str, Any] = {}
+    if warehouse is not None:  # a real local warehouse, for the sidebar's Test and browse
+        at = f"{warehouse.host}:{warehouse.port}"
+        lake["lake"] = {
+            "connector": "databricks",
+            "server_hostname": at,
+            "http_path": warehouse.http_path,
+            "scopes": "sql offline_access",
+            "resource": DBX,
+            "driver_options": {
+                "_connection_uri": f"https://{at}{warehouse.http_path}",
+                "_tls_trusted_ca_file": warehouse.ca_file,
+                "enable_telemetry": False,
+            },
+        }
     return {
+        **lake,
         "sales": {**base, "scopes": "sql offline_access"},
         "tx": {**base, "auth": "token-exchange", "resource": DBX, "scopes": "sql"},
         "sf": {
@@ -44,8 +61,14 @@ def connections(key_path: Path) -> dict[str, Any]:
 
 
 class Hub:
-    def __init__(self, hub: TestHub, idp: TestIdP, key_pem: bytes) -> None:
-        self.hub, self.idp, self.key_pem = hub, idp, key_pem
+    def __init__(
+        self,
+        hub: TestHub,
+        idp: TestIdP,
+        key_pem: bytes,
+        warehouse: DatabricksServer | None = None,
+    ) -> None:
+        self.hub, self.idp, self.key_pem, self.warehouse = hub, idp, key_pem, warehouse
         self.tokens: dict[str, str] = {}
 
     def call(self, user: str, method: str, url: str, body: Any = None) -> httpx2.Response:
@@ -97,19 +120,29 @@ def dummy_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         clients=[default_client([hub.callback_url])],
     )
     idp.start()
-    (hub_dir / "connauth_hub_config.py").write_text(
-        service_config(
-            discovery_url=idp.discovery_url,
-            client_id=idp.client_id,
-            public_url=hub.service_url,
-            connections=connections(key_path),
-            _db_url=f"sqlite:///{work / 'connauth.sqlite'}",
-            _email_template="{username}@example.com",
-        )
+    warehouse = DatabricksServer(
+        {
+            "jwks_url": idp.discovery()["jwks_uri"],
+            "issuer": idp.issuer,
+            "audience": DBX,
+            "users": {f"{u}@example.com": {"name": u} for u in ("alice", "bob")},
+        }
     )
+    (hub_dir / "connauth_hub_config.py").write_text("")
     try:
+        warehouse.start()
+        (hub_dir / "connauth_hub_config.py").write_text(
+            service_config(
+                discovery_url=idp.discovery_url,
+                client_id=idp.client_id,
+                public_url=hub.service_url,
+                connections=connections(key_path, warehouse),
+                _db_url=f"sqlite:///{work / 'connauth.sqlite'}",
+                _email_template="{username}@example.com",
+            )
+        )
         hub.start()
-        h = Hub(hub, idp, key_path.read_bytes())
+        h = Hub(hub, idp, key_path.read_bytes(), warehouse)
         for user in ("alice", "bob"):
             h.tokens[user] = hub.add_user(user)
         h.tokens["admin"] = hub.add_user("admin", admin=True)
@@ -118,6 +151,7 @@ def dummy_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         yield h
     finally:
         hub.stop()
+        warehouse.stop()
         idp.close()
 
 
@@ -188,6 +222,8 @@ def test_user_b_reaches_nothing_of_user_a(dummy_hub: Hub) -> None:
         ("POST", "connections/sales/token"),
         ("POST", "connections/sales/authorize"),
         ("POST", "connections/sales/revoke"),
+        ("POST", "connections/sales/test"),
+        ("GET", "connections/sales/browse"),
         ("GET", f"flows/{flow['flow_id']}"),
     ]:
         r = h.server("bob", "alice", method, path)
@@ -245,6 +281,44 @@ def test_admin_sees_status_revokes_and_edits_scopes(dummy_hub: Hub) -> None:
     assert bob["status"] == "consent_required" and bob["reason"] == "scopes_changed"
     everyone = h.service("admin", "POST", "admin/revoke", {})
     assert everyone.status_code == 200
+
+
+def test_sidebar_test_and_browse_run_in_the_service(dummy_hub: Hub) -> None:
+    """The sidebar's Test and browse tree, through alice's server's forwarder to the
+    service, which queries the warehouse with alice's own token."""
+    h = dummy_hub
+    assert h.warehouse is not None
+    first = h.server("alice", "alice", "POST", "connections/lake/test")
+    assert first.status_code == 200, first.text
+    asked = first.json()
+    assert asked["status"] == "consent_required", asked
+    page = httpx2.get(headless_login(asked["authorize_url"], "alice"), timeout=30, trust_env=False)
+    assert page.status_code == 200, page.text
+    ok = h.server("alice", "alice", "POST", "connections/lake/test").json()
+    assert ok["status"] == "ok" and ok["whoami"]["user"] == "alice@example.com", ok
+    opened = h.warehouse.stats()["sessions_opened"]
+
+    def names(path: str) -> list[str]:
+        r = h.server("alice", "alice", "GET", f"connections/lake/browse?path={path}")
+        body = r.json()
+        assert r.status_code == 200 and body["status"] == "ok", r.text
+        return [i if isinstance(i, str) else i["name"] for i in body["items"]]
+
+    assert names("") == ["main"]
+    assert "demo" in names("main")
+    assert "sales" in names("main/demo")
+    assert "owner" in names("main/demo/sales")
+    assert h.warehouse.stats()["sessions_opened"] == opened  # one session, reused
+    # bob: his own consent, not alice's session.
+    for method, path in [("POST", "connections/lake/test"), ("GET", "connections/lake/browse")]:
+        r = h.service("bob", method, path)
+        assert r.status_code == 200 and r.json()["status"] == "consent_required", r.text
+    # Errors keep the API's shape; a revoke drops the session with the token.
+    bad = h.service("alice", "GET", "connections/lake/browse?path=a/b/c/d")
+    assert bad.status_code >= 400 and bad.json()["error"] == "bad_path"
+    assert h.service("alice", "POST", "connections/lake/revoke").json()["revoked"]
+    again = h.service("alice", "POST", "connections/lake/test").json()
+    assert again["status"] == "consent_required"
 
 
 def test_tokens_survive_a_user_server_restart(dummy_hub: Hub) -> None:
