@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from ..core.connections import ConnectionSpec, parse_connection
+from ..core.connections import NAME_RE, ConnectionSpec, parse_connection
 from ..core.errors import AccessDenied, ConfigError, ConnectionNotFound
 from ..core.flavours import Flavour
 from .store import TokenStore
@@ -79,6 +79,14 @@ class ConnectionRegistry:
             )
 
     def create(self, name: str, raw: Mapping[str, Any]) -> ConnectionSpec:
+        if not NAME_RE.fullmatch(name):  # NAME_RE's "$" would let "name\n" through
+            bad = ConfigError(
+                "name",
+                "a connection name must be 1-64 letters, digits, '_', '-' or '.'",
+                "rename the connection, e.g. 'sales' or 'bq-finance'",
+            )
+            bad.status = 400  # the client's input, not the server's config
+            raise bad
         self._check_editable(name)
         if name in self._api:
             raise AccessDenied(

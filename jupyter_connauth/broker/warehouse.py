@@ -106,6 +106,7 @@ class WarehouseCalls:
 
     async def call(self, user: str, name: str, what: str, *args: Any) -> Any:
         """Run a connector method; a FlowStart when consent is needed first."""
+        key = (user, name)
         for attempt in (1, 2):
             session = await self._session(user, name)
             if isinstance(session, FlowStart):
@@ -120,7 +121,12 @@ class WarehouseCalls:
                 if attempt == 1 and session.connector.is_auth_error(e):
                     self.forget(user, name)
                     continue
-                raise self._translate(session.connector, e, session.info) from None
+                err = self._translate(session.connector, e, session.info)
+                if err.code == "warehouse_unreachable" and self._sessions.get(key) is session:
+                    # the session died with the warehouse: reconnect next time (no close
+                    # call, which would retry the unreachable host)
+                    del self._sessions[key]
+                raise err from None
         raise AssertionError("unreachable")
 
     async def test(self, user: str, name: str) -> dict[str, Any] | FlowStart:
@@ -140,7 +146,13 @@ class WarehouseCalls:
 
     async def browse(self, user: str, name: str, path: list[str]) -> list[Any] | FlowStart:
         if len(path) > 3:
-            raise ConnAuthError("A browse path has at most catalog/schema/table.", code="bad_path")
+            bad = ConnAuthError(
+                "A browse path has at most catalog/schema/table.",
+                "browse with path=CATALOG/SCHEMA/TABLE or shorter",
+                code="bad_path",
+            )
+            bad.status = 400  # the client's input, not a server failure
+            raise bad
         what = ("list_catalogs", "list_schemas", "list_tables", "list_columns")[len(path)]
         result: list[Any] | FlowStart = await self.call(user, name, what, *path)
         return result

@@ -147,7 +147,7 @@ def parse_connection(
     name: str, raw: Mapping[str, Any], flavour: Flavour, *, source: Source = "config"
 ) -> ConnectionSpec:
     """Validate one connection dict; raises :class:`ConfigError` naming the field."""
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise ConfigError(
             _where(str(name)),
             "a connection name must be 1-64 letters, digits, '_', '-' or '.'",

@@ -91,6 +91,8 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[mis
             data = json.loads(self.request.body)
         except (ValueError, UnicodeDecodeError):
             raise web.HTTPError(400, "the request body is not valid JSON") from None
+        except RecursionError:
+            raise web.HTTPError(400, "the request body is nested too deeply") from None
         if not isinstance(data, dict):
             raise web.HTTPError(400, "the request body must be a JSON object")
         return data

@@ -98,6 +98,8 @@ class BrokerAPIHandler(ConnAuthMixin, APIHandler):
             data = json.loads(self.request.body)
         except (ValueError, UnicodeDecodeError):
             raise web.HTTPError(400, "the request body is not valid JSON") from None
+        except RecursionError:  # json's parser recurses per nesting level
+            raise web.HTTPError(400, "the request body is nested too deeply") from None
         if not isinstance(data, dict):
             raise web.HTTPError(400, "the request body must be a JSON object")
         return data
