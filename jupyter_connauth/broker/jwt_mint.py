@@ -64,7 +64,10 @@ class JWTMinter:
         if path:
             p = Path(str(path)).expanduser()
             try:
-                return p.read_bytes(), ("path", str(p), p.stat().st_mtime)
+                key = ("path", str(p), p.stat().st_mtime)
+                if key in self._cache:  # unchanged since loaded: no need to read it again
+                    return b"", key
+                return p.read_bytes(), key
             except OSError as e:
                 raise ConfigError(
                     f"{where}.private_key_path",
