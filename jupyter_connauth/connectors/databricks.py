@@ -65,6 +65,9 @@ DEFAULT_DRIVER_OPTIONS: dict[str, Any] = {
     "user_agent_entry": "jupyter-connauth",
 }
 
+#: What the warehouse answers for a session it does not know (restarted, expired).
+SESSION_GONE = "Invalid SessionHandle"
+
 #: The Azure Databricks resource (first-party application) id.
 AZURE_DATABRICKS_RESOURCE = "2ff814a6-3304-4ab8-85cb-cd0e6f879c1d"
 
@@ -362,9 +365,14 @@ class DatabricksConnector(Connector):
 
     # -- errors -------------------------------------------------------------------
     def is_auth_error(self, exc: BaseException) -> bool:
+        """Reconnect once: the token was rejected (401), or the warehouse no longer knows
+        the session (it restarted, or the session expired)."""
         if isinstance(exc, ConsentRequired):
             return True
-        return any(_http_code(e) == 401 for e in _chain(exc))
+        chain = _chain(exc)
+        if any(_http_code(e) == 401 for e in chain):
+            return True
+        return any(SESSION_GONE in str(e) for e in chain)
 
     def translate_error(self, exc: BaseException, info: ConnectionInfo) -> ConnAuthError | None:
         if isinstance(exc, ConnAuthError):

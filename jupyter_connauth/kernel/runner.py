@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..connectors import get_connector
 from ..connectors.base import ConnectionInfo, Connector, Credential, Params, Progress
-from ..core.errors import ConsentRequired
+from ..core.errors import ConnAuthError, ConsentRequired
 from .client import AccessToken, BrokerAPI, ConsentNeeded
 
 if TYPE_CHECKING:
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 #: Ask the broker again when the session's credential has less left than this.
 REUSE_MARGIN = 60.0
+#: The error code of a warehouse that cannot be reached (its sessions are gone).
+UNREACHABLE = "warehouse_unreachable"
 
 ConsentHandler = Callable[[ConsentNeeded], None]
 
@@ -51,6 +53,15 @@ class Runner:
         session = self.sessions.pop(name, None)
         if session is not None:
             session.connector.close(session.conn)
+
+    def _failed(self, name: str, session: Session, exc: Exception) -> ConnAuthError | None:
+        """The known error for a driver failure. When the warehouse became unreachable the
+        session died with it (a restarted warehouse does not know it): forget it without
+        the close call (which would retry the dead host), so the next query reconnects."""
+        known = session.connector.translate_error(exc, session.info)
+        if known is not None and known.code == UNREACHABLE and self.sessions.get(name) is session:
+            del self.sessions[name]
+        return known
 
     # -- credentials ---------------------------------------------------------------
     def credential(
@@ -115,11 +126,11 @@ class Runner:
                 try:
                     return call(session)
                 except Exception as e2:
-                    known = session.connector.translate_error(e2, session.info)
+                    known = self._failed(name, session, e2)
                     if known is not None:
                         raise known from None
                     raise
-            known = session.connector.translate_error(e, session.info)
+            known = self._failed(name, session, e)
             if known is not None:
                 raise known from None
             raise
