@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as _pg_insert
 from sqlalchemy.dialects.sqlite import insert as _sqlite_insert
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.pool import NullPool
 
 from ..core.crypto import CryptKeeper, DecryptionError
 from ..core.errors import ConfigError
@@ -119,6 +120,13 @@ class SQLTokenStore(TokenStore):
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         # Single reads need no transaction: autocommit saves the BEGIN/ROLLBACK round trips.
         self._reader: Engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Refresh locks are held for a whole IdP round trip, by as many coroutines as there
+        # are users refreshing at once: they get their own connections, outside the pool
+        # the short reads and writes use (sharing it deadlocked the event loop when more
+        # refreshes ran at once than the pool had connections).
+        self._lock_engine: Engine | None = (
+            sa.create_engine(url, poolclass=NullPool) if self.is_postgres else None
+        )
         try:
             self.migrate()
         except BaseException:
@@ -167,6 +175,8 @@ class SQLTokenStore(TokenStore):
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._lock_engine is not None:
+            self._lock_engine.dispose()
 
     # -- helpers -----------------------------------------------------------------
     def _upsert(
@@ -347,7 +357,8 @@ class SQLTokenStore(TokenStore):
             yield
             return
         key = lock_key("refresh", user, connection)
-        conn = await asyncio.to_thread(self.engine.connect)
+        assert self._lock_engine is not None
+        conn = await asyncio.to_thread(self._lock_engine.connect)
         try:
             # Poll a try-lock: waiting never ties up a thread or blocks the event loop.
             while not await asyncio.to_thread(_try_lock, conn, key):  # noqa: ASYNC110

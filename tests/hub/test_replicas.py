@@ -125,3 +125,25 @@ async def _single_flight(replica_idp: TestIdP, a: HubBroker, b: HubBroker) -> No
         first = answers[0]  # type: ignore[assignment]
     assert replica_idp.token_requests("refresh_token") == 2
     assert replica_idp.stats()["token_errors"].get("refresh_token", 0) == 0
+
+
+async def test_more_refreshes_at_once_than_pool_connections(
+    replica_idp: TestIdP, replica_db: str
+) -> None:
+    """Refresh locks hold a connection for an IdP round trip: with more users refreshing
+    at once than the pool has connections, reads and writes must still get theirs."""
+    from jupyter_connauth.core.tokens import TokenRecord
+
+    async with two_replicas(replica_idp, replica_db) as (a, _b):
+        small = SQLTokenStore(replica_db, a.store.crypt, pool_size=1, max_overflow=1)  # type: ignore[attr-defined]
+        a.store.close()
+        a.store = a.registry.store = a.flows.store = small
+        spec = a.connection("sales")
+        users = [f"user{i}" for i in range(6)]
+        for user in users:  # due now; the IdP does not know these refresh tokens
+            small.put_token(user, "sales", spec.fingerprint, TokenRecord("x", time.time(), "r"))
+        replica_idp.set_faults(delay_ms=300)
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(a.token(u, "sales") for u in users)), timeout=30
+        )
+        assert all(isinstance(x, FlowStart) and x.flow.reason == "grant_revoked" for x in answers)
