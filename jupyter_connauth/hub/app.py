@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tornado import web
-from traitlets import Dict, Float, Int, Unicode, default
+from traitlets import Bool, Dict, Float, Int, Unicode, default
 from traitlets.config import Application
 
 from .._version import __version__
@@ -93,6 +93,13 @@ class ConnAuthHub(Application):
         8,
         help="""Worker threads for the sidebar's Test and browse calls (warehouse drivers
         block); one driver session per (user, connection) is kept while its token is valid.""",
+    ).tag(config=True)
+    callback_requires_login = Bool(
+        True,
+        help="""The browser that brings back the IdP's answer must be signed in to the hub
+        as the user who started the authorization (it is sent through the hub's login
+        first when it is not). This stops anyone else from completing a user's consent
+        link with their own IdP account. Turn off only for hubs without browser logins.""",
     ).tag(config=True)
     bind_url = Unicode(help="Where to listen. Default: $JUPYTERHUB_SERVICE_URL.").tag(config=True)
 
@@ -169,6 +176,7 @@ class ConnAuthHub(Application):
             connauth_hub_users=self.hub_users,
             connauth_warehouse=self.warehouse,
             connauth_reload={"interval": self.connections_reload_interval, "at": 0.0},
+            connauth_callback_login=self.callback_requires_login,
             connauth_version=__version__,
         )
 

@@ -258,13 +258,18 @@ class FlowHandler(ServiceHandler):
 class CallbackHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
     """The one callback for every user: the state says whose flow it is.
 
-    Open to unauthenticated requests (the state proves the flow); a browser signed in to
-    this service as another user than the flow's is refused.
+    A browser not signed in to the service is sent through the hub's login first
+    (``c.ConnAuthHub.callback_requires_login``), then the flow must belong to that user.
     """
 
     async def get(self) -> None:
         model = await self.hub_auth.get_user(self, sync=False)
         caller = str(model["name"]) if model and model.get("kind", "user") == "user" else None
+        if caller is None and self.settings.get("connauth_callback_login", True):
+            # Bind the consent to this browser's hub login: sign in to the service first;
+            # the hub's OAuth comes back to this very URL (query included, state unused).
+            self.redirect(self.get_login_url())
+            return
         broker = cast(HubBroker, self.settings["connauth_broker"])
         broker.registry.reload()
         status, page = await render_callback(broker, self.request.query_arguments, caller)

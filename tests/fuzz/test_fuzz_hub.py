@@ -31,7 +31,7 @@ from tests.fuzz.engine import (
     run_schemathesis,
     seed_requests,
 )
-from tests.hub.hub_fixture import CHP, TestHub, service_config
+from tests.hub.hub_fixture import CHP, TestHub, hub_browser, service_config
 from tests.idp_fixture import DEFAULT_CLIENT_SECRET, TestIdP, default_client, headless_login
 
 pytest.importorskip("schemathesis")
@@ -116,7 +116,8 @@ def test_fuzz_hub_service(fuzz_hub: FuzzHub) -> None:
     h = fuzz_hub
     first = h.service("alice", "POST", "connections/sales/authorize").json()
     callback = headless_login(first["authorize_url"], "alice")
-    page = httpx2.get(callback, timeout=30, trust_env=False)
+    with hub_browser(h.hub.public_url, "alice") as browser:  # the callback needs alice's login
+        page = browser.get(callback, follow_redirects=True)
     assert page.status_code == 200, page.text
     grant = h.service("alice", "POST", "connections/sales/token").json()
     assert grant["status"] == "ok"

@@ -214,3 +214,15 @@ def service_config(**connauth: Any) -> str:
     lines = [f"c.ConnAuth.{k} = {v!r}" for k, v in connauth.items() if k[0] != "_"]
     lines += [f"c.ConnAuthHub.{k[1:]} = {v!r}" for k, v in connauth.items() if k[0] == "_"]
     return "\n".join(lines) + "\n"
+
+
+@contextlib.contextmanager
+def hub_browser(public_url: str, user: str) -> Iterator[httpx2.Client]:
+    """A browser signed in to the hub as ``user`` (DummyAuthenticator: any password)."""
+    with httpx2.Client(trust_env=False, timeout=30) as browser:
+        login = f"{public_url}hub/login"
+        browser.get(login)
+        xsrf = browser.cookies.get("_xsrf") or ""
+        r = browser.post(login, data={"username": user, "password": "x", "_xsrf": xsrf})
+        assert r.status_code in (200, 302), r.text
+        yield browser

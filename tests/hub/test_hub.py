@@ -4,6 +4,7 @@ servers, and login pass-through with GenericOAuthenticator against the test IdP.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import jwt as pyjwt
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.hub.hub_fixture import CHP, TestHub, service_config
+from tests.hub.hub_fixture import CHP, TestHub, hub_browser, service_config
 from tests.idp_fixture import DEFAULT_CLIENT_SECRET, TestIdP, default_client, headless_login
 from tests.servers.databricks.fixture import DatabricksServer
 from tests.test_passthrough_jwt import rsa_pem
@@ -88,13 +89,17 @@ class Hub:
         """``path`` on ``owner``'s server, as ``user``."""
         return self.call(user, method, f"{self.hub.public_url}user/{owner}/connauth/api/{path}")
 
+    def browser(self, user: str) -> contextlib.AbstractContextManager[httpx2.Client]:
+        return hub_browser(self.hub.public_url, user)
+
     def authorize(self, user: str, name: str = "sales") -> dict[str, Any]:
         first = self.server(user, user, "POST", f"connections/{name}/token").json()
         assert first["status"] == "consent_required", first
         assert httpx2.URL(first["authorize_url"]).params["redirect_uri"] == self.hub.callback_url
         callback = headless_login(first["authorize_url"], user)
         assert callback.startswith(self.hub.callback_url)
-        page = httpx2.get(callback, timeout=30, trust_env=False)
+        with self.browser(user) as browser:
+            page = browser.get(callback, follow_redirects=True)
         assert page.status_code == 200, page.text
         answer = self.server(user, user, "POST", f"connections/{name}/token").json()
         assert answer["status"] == "ok", answer
@@ -292,7 +297,8 @@ def test_sidebar_test_and_browse_run_in_the_service(dummy_hub: Hub) -> None:
     assert first.status_code == 200, first.text
     asked = first.json()
     assert asked["status"] == "consent_required", asked
-    page = httpx2.get(headless_login(asked["authorize_url"], "alice"), timeout=30, trust_env=False)
+    with h.browser("alice") as browser:
+        page = browser.get(headless_login(asked["authorize_url"], "alice"), follow_redirects=True)
     assert page.status_code == 200, page.text
     ok = h.server("alice", "alice", "POST", "connections/lake/test").json()
     assert ok["status"] == "ok" and ok["whoami"]["user"] == "alice@example.com", ok
@@ -443,3 +449,19 @@ def test_admin_magic_commands_through_the_user_server(dummy_hub: Hub, monkeypatc
         client.close()
         ip.magics_manager.registry.pop("ConnAuthMagics", None)
         InteractiveShell.clear_instance()
+
+
+def test_the_callback_binds_the_consent_to_the_hub_login(dummy_hub: Hub) -> None:
+    """bob cannot complete alice's consent link: the callback sends a browser through the
+    hub's login, and a flow belongs to whoever started it."""
+    h = dummy_hub
+    h.server("alice", "alice", "POST", "connections/sales/revoke")
+    first = h.server("alice", "alice", "POST", "connections/sales/token").json()
+    callback = headless_login(first["authorize_url"], "bob")  # bob signs in at the IdP
+    anonymous = httpx2.get(callback, timeout=30, trust_env=False)
+    assert anonymous.is_redirect and "/hub/api/oauth2/authorize" in anonymous.headers["location"]
+    with h.browser("bob") as browser:
+        page = browser.get(callback, follow_redirects=True)
+    assert page.status_code == 400 and "another user" in page.text
+    status = h.service("alice", "GET", "connections/sales").json()
+    assert status["status"] == "consent_required"  # nothing stored for alice
