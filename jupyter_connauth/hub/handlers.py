@@ -8,7 +8,6 @@ takes a user name except the admin routes, which require a hub admin.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any, cast
@@ -17,16 +16,17 @@ from jupyterhub.services.auth import HubOAuthCallbackHandler, HubOAuthenticated,
 from tornado import web
 
 from ..broker.flows import FlowStart
+from ..broker.http import JSONAPIMixin
 from ..broker.pages import CALLBACK_HEADERS, render_callback
 from ..broker.warehouse import WarehouseCalls
-from ..core.errors import AccessDenied, ConnAuthError
+from ..core.errors import AccessDenied
 from .broker import HubBroker
 from .identity import HubIdentity, HubUsers
 
 log = logging.getLogger(__name__)
 
 
-class ServiceHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
+class ServiceHandler(HubOAuthenticated, JSONAPIMixin):  # type: ignore[misc]
     """Base: hub authentication, JSON answers, errors as ``{"error", "message", "fix"}``."""
 
     @property
@@ -77,53 +77,6 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):  # type: ignore[mis
                 "Only JupyterHub admins may do this.", "ask a hub admin", code="access_denied"
             )
         return ident
-
-    def write_json(self, data: Any, status: int = 200) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(data))
-
-    def body_json(self) -> dict[str, Any]:
-        if not self.request.body:
-            return {}
-        try:
-            data = json.loads(self.request.body)
-        except (ValueError, UnicodeDecodeError):
-            raise web.HTTPError(400, "the request body is not valid JSON") from None
-        except RecursionError:
-            raise web.HTTPError(400, "the request body is nested too deeply") from None
-        if not isinstance(data, dict):
-            raise web.HTTPError(400, "the request body must be a JSON object")
-        return data
-
-    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
-        exc_info = kwargs.get("exc_info")
-        if exc_info and isinstance(exc_info[1], ConnAuthError):
-            status_code = exc_info[1].status
-        super().send_error(status_code, **kwargs)
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc_info = kwargs.get("exc_info")
-        exc = exc_info[1] if exc_info else None
-        if isinstance(exc, ConnAuthError):
-            body = exc.to_json()
-        else:
-            message = self._reason
-            if isinstance(exc, web.HTTPError) and exc.log_message:
-                message = exc.log_message % exc.args if exc.args else exc.log_message
-            body = {"error": "http_error", "message": message, "fix": None}
-        self.set_header("Content-Type", "application/json")
-        self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(body))
-
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, ConnAuthError):
-            log.info(
-                "jupyter-connauth: %s %s → %s", self.request.method, self.request.path, value.code
-            )
-            return
-        super().log_exception(typ, value, tb)
 
 
 class InfoHandler(ServiceHandler):

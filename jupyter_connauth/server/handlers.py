@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
@@ -21,9 +20,9 @@ from tornado import web
 
 from ..broker.broker import Broker, TokenGrant
 from ..broker.flows import FlowStart
+from ..broker.http import JSONAPIMixin
 from ..broker.pages import CALLBACK_HEADERS, render_callback
 from ..broker.warehouse import WarehouseCalls
-from ..core.errors import ConnAuthError
 from ..core.flavours import scope_templates
 from ..core.tokens import Flow
 
@@ -60,7 +59,7 @@ class ConnAuthMixin(ExtensionHandlerMixin):
         return cast(str, self.settings["connauth_owner"])
 
 
-class BrokerAPIHandler(ConnAuthMixin, APIHandler):
+class BrokerAPIHandler(ConnAuthMixin, JSONAPIMixin, APIHandler):
     auth_resource = "connauth"
     kernel_authenticated = False
 
@@ -84,54 +83,6 @@ class BrokerAPIHandler(ConnAuthMixin, APIHandler):
     def connauth_user(self) -> str:
         """Whose tokens this request reaches: a single-user server has one owner."""
         return self.owner
-
-    def write_json(self, data: Any, status: int = 200) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(data))
-
-    def body_json(self) -> dict[str, Any]:
-        if not self.request.body:
-            return {}
-        try:
-            data = json.loads(self.request.body)
-        except (ValueError, UnicodeDecodeError):
-            raise web.HTTPError(400, "the request body is not valid JSON") from None
-        except RecursionError:  # json's parser recurses per nesting level
-            raise web.HTTPError(400, "the request body is nested too deeply") from None
-        if not isinstance(data, dict):
-            raise web.HTTPError(400, "the request body must be a JSON object")
-        return data
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc_info = kwargs.get("exc_info")
-        exc = exc_info[1] if exc_info else None
-        if isinstance(exc, ConnAuthError):
-            self.set_status(exc.status)
-            body = exc.to_json()
-        else:
-            message = self._reason
-            if isinstance(exc, web.HTTPError) and exc.log_message:
-                message = exc.log_message % exc.args if exc.args else exc.log_message
-            body = {"error": "http_error", "message": message, "fix": None}
-        self.set_header("Content-Type", "application/json")
-        self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(body))
-
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, ConnAuthError):
-            log.info(
-                "jupyter-connauth: %s %s → %s", self.request.method, self.request.path, value.code
-            )
-            return
-        super().log_exception(typ, value, tb)
-
-    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
-        exc_info = kwargs.get("exc_info")
-        if exc_info and isinstance(exc_info[1], ConnAuthError):
-            status_code = exc_info[1].status
-        super().send_error(status_code, **kwargs)
 
 
 def _token_answer(result: TokenGrant | FlowStart) -> dict[str, Any]:
