@@ -30,19 +30,14 @@ FLOAT64 → ``float64``, STRING → pandas' string dtype, TIMESTAMP →
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
 import importlib
 import logging
-import numbers
-import re
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import (
-    AccessDenied,
     ConfigError,
     ConnAuthError,
     ConsentRequired,
@@ -57,6 +52,16 @@ from .base import (
     TooManyRows,
     with_token,
 )
+from .bigquery_errors import (
+    endpoint_of,
+    exception_chain,
+    is_auth_failure,
+    is_network_failure,
+    network_reason,
+    scrub,
+    translate_api_error,
+)
+from .bigquery_params import query_parameter
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -64,27 +69,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENDPOINT = "https://bigquery.googleapis.com"
 
 #: Our own driver_options, removed before the rest goes to ``bigquery.Client``.
 OWN_OPTIONS = ("use_storage_api", "retry_deadline")
-
-_JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
-_GOOGLE_TOKEN_RE = re.compile(r"ya29\.[A-Za-z0-9_.-]+")
-_BEARER_RE = re.compile(r"(?i)(bearer\s+)[^\s,;\"']+")
-_REQUEST_PREFIX_RE = re.compile(r"^\d{3} (?:GET|POST|PUT|PATCH|DELETE) \S+: ")
-_FOOTER_RE = re.compile(r"\n\nLocation: [^\n]*\nJob ID: [^\n]*\n?$")
-
-# The NUMERIC type holds 38 digits, 9 of them after the point.
-_NUMERIC_MAX_INTEGER_DIGITS = 29
-_NUMERIC_MAX_SCALE = 9
-
-
-def _scrub(text: str) -> str:
-    """Remove anything shaped like a bearer token from a driver message."""
-    text = _JWT_RE.sub("[token]", text)
-    text = _GOOGLE_TOKEN_RE.sub("[token]", text)
-    return _BEARER_RE.sub(r"\1[token]", text)
 
 
 @dataclass(frozen=True)
@@ -171,7 +158,7 @@ class BigQueryConnector(Connector):
                 "pass a dict such as {'region': 'EU'} and write @region in the SQL",
             )
         bigquery = self.driver()
-        return [_parameter(bigquery, str(name), value) for name, value in params.items()]
+        return [query_parameter(bigquery, str(name), value) for name, value in params.items()]
 
     def _run(
         self,
@@ -246,7 +233,7 @@ class BigQueryConnector(Connector):
             if isinstance(exc, ConnAuthError) or self.is_auth_error(exc):
                 raise
             # projects.list is optional (emulators lack it); the project is enough.
-            log.debug("BigQuery projects.list failed: %s", _scrub(str(exc)))
+            log.debug("BigQuery projects.list failed: %s", scrub(str(exc)))
             return projects
         return projects + sorted(p for p in set(others) if p not in projects)
 
@@ -285,8 +272,8 @@ class BigQueryConnector(Connector):
     def is_auth_error(self, exc: BaseException) -> bool:
         if isinstance(exc, ConsentRequired):
             return True
-        for e in _chain(exc):
-            if _is_auth_failure(e):
+        for e in exception_chain(exc):
+            if is_auth_failure(e):
                 return True
         return False
 
@@ -299,22 +286,22 @@ class BigQueryConnector(Connector):
             exceptions = importlib.import_module("google.api_core.exceptions")
         except ImportError:
             exceptions = None
-        chain = _chain(exc)
+        chain = exception_chain(exc)
         api_error = None
         if exceptions is not None:
             api_error = next(
                 (e for e in chain if isinstance(e, exceptions.GoogleAPICallError)), None
             )
         if api_error is not None and exceptions is not None:
-            translated = _translate_api_error(api_error, exceptions, info)
+            translated = translate_api_error(api_error, exceptions, info)
             if translated is not None:
                 return translated
-        if any(_is_network_failure(e) for e in chain) or (
+        if any(is_network_failure(e) for e in chain) or (
             exceptions is not None and isinstance(exc, exceptions.RetryError)
         ):
-            endpoint = _endpoint(info)
+            endpoint = endpoint_of(info)
             return ConnAuthError(
-                f"Cannot reach BigQuery at {endpoint}: {_network_reason(chain)}.",
+                f"Cannot reach BigQuery at {endpoint}: {network_reason(chain)}.",
                 "check the endpoint (driver_options client_options.api_endpoint), the network "
                 "and any proxy settings, then run the query again",
                 code="warehouse_unreachable",
@@ -346,105 +333,6 @@ def _broker_credentials(token: str, name: str) -> Any:
             raise token_rejected(name)
 
     return BrokerCredentials(token)  # type: ignore[no-untyped-call]
-
-
-# -- parameters ---------------------------------------------------------------------
-
-
-def _scalar_type(name: str, value: Any) -> str:
-    """BigQuery's type for a Python value (bool before int: bool is an int)."""
-    if value is None:
-        return "STRING"
-    if isinstance(value, bool):
-        return "BOOL"
-    if isinstance(value, numbers.Integral):
-        return "INT64"
-    if isinstance(value, decimal.Decimal):
-        _sign, digits, exponent = value.as_tuple()
-        if isinstance(exponent, int):
-            scale = max(0, -exponent)
-            integer_digits = max(0, len(digits) + exponent)
-            if scale > _NUMERIC_MAX_SCALE or integer_digits > _NUMERIC_MAX_INTEGER_DIGITS:
-                return "BIGNUMERIC"
-        return "NUMERIC"
-    if isinstance(value, numbers.Real):
-        return "FLOAT64"
-    if isinstance(value, str):
-        return "STRING"
-    if isinstance(value, dt.datetime):
-        return "TIMESTAMP" if value.tzinfo is not None else "DATETIME"
-    if isinstance(value, dt.date):
-        return "DATE"
-    if isinstance(value, dt.time):
-        return "TIME"
-    if isinstance(value, bytes | bytearray | memoryview):
-        return "BYTES"
-    raise QueryError(
-        f"Parameter @{name}: cannot bind a value of type {type(value).__name__}.",
-        "pass str, int, float, bool, Decimal, date, datetime, time, bytes, None, a list of "
-        "those, a dict (STRUCT), or a google.cloud.bigquery query parameter",
-    )
-
-
-def _plain(value: Any) -> Any:
-    """numpy/pandas scalars → Python values; bytes-likes → bytes."""
-    if isinstance(value, bytearray | memoryview):
-        return bytes(value)
-    if hasattr(value, "dtype") and hasattr(value, "item") and not isinstance(value, dt.datetime):
-        return value.item()
-    return value
-
-
-def _array_type(name: str, values: Sequence[Any]) -> str:
-    types = {_scalar_type(name, v) for v in values if v is not None}
-    if not types:
-        return "STRING"
-    if types == {"INT64", "FLOAT64"}:
-        return "FLOAT64"
-    if types <= {"INT64", "NUMERIC", "BIGNUMERIC"} and len(types) > 1:
-        return "BIGNUMERIC" if "BIGNUMERIC" in types else "NUMERIC"
-    if len(types) > 1:
-        raise QueryError(
-            f"Parameter @{name}: the list mixes types ({', '.join(sorted(types))}).",
-            "pass a list whose values all have one type",
-        )
-    return types.pop()
-
-
-def _parameter(bigquery: Any, name: str, value: Any) -> Any:
-    param_types = (
-        bigquery.ScalarQueryParameter,
-        bigquery.ArrayQueryParameter,
-        bigquery.StructQueryParameter,
-    )
-    if isinstance(value, param_types):
-        if value.name not in (None, name):
-            raise QueryError(
-                f"Parameter @{name}: the query parameter object is named @{value.name}.",
-                "give the object the same name as its key",
-            )
-        value.name = name
-        return value
-    if isinstance(value, Mapping):
-        fields = [_parameter(bigquery, str(k), v) for k, v in value.items()]
-        return bigquery.StructQueryParameter(name, *fields)
-    if getattr(value, "ndim", 0) == 1 and hasattr(value, "tolist"):
-        value = value.tolist()  # a numpy array or pandas Series
-    if isinstance(value, list | tuple):
-        items = [_plain(v) for v in value]
-        if any(isinstance(v, list | tuple | Mapping) for v in items):
-            raise QueryError(
-                f"Parameter @{name}: lists of lists or dicts are not supported.",
-                "pass a bigquery.ArrayQueryParameter built by hand",
-            )
-        return bigquery.ArrayQueryParameter(name, _array_type(name, items), items)
-    value = _plain(value)
-    type_ = _scalar_type(name, value)
-    if type_ == "INT64":
-        value = int(value)
-    elif type_ == "FLOAT64":
-        value = float(value)
-    return bigquery.ScalarQueryParameter(name, type_, value)
 
 
 # -- results ------------------------------------------------------------------------
@@ -479,7 +367,7 @@ def _cancel(job: Any) -> None:
     try:
         job.cancel(retry=None, timeout=10)
     except Exception as exc:
-        log.warning("Could not cancel BigQuery job %s: %s", job.job_id, _scrub(str(exc)))
+        log.warning("Could not cancel BigQuery job %s: %s", job.job_id, scrub(str(exc)))
 
 
 def _flag(value: Any) -> bool:
@@ -491,185 +379,6 @@ def _flag(value: Any) -> bool:
 
 def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
-
-
-# -- error helpers ----------------------------------------------------------------------
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    """The exception, what it wraps (RetryError.cause, __cause__, __context__)."""
-    out: list[BaseException] = []
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop(0)
-        if e is None or any(e is seen for seen in out) or len(out) > 10:
-            continue
-        out.append(e)
-        cause = getattr(e, "cause", None)
-        todo.extend(
-            [
-                cause if isinstance(cause, BaseException) else None,
-                e.__cause__,
-                e.__context__,
-            ]
-        )
-    return out
-
-
-def _is_auth_failure(exc: BaseException) -> bool:
-    module = type(exc).__module__
-    name = type(exc).__name__
-    if module.startswith("google.auth") and name == "RefreshError":
-        return True
-    if module.startswith("google.api_core") and name in ("Unauthorized", "Unauthenticated"):
-        return True
-    return getattr(exc, "code", None) == 401 and module.startswith("google.")
-
-
-def _is_network_failure(exc: BaseException) -> bool:
-    if isinstance(exc, ConnectionError | TimeoutError):
-        return True
-    module = type(exc).__module__
-    name = type(exc).__name__
-    if module.startswith(("requests", "urllib3")) and (
-        "Connection" in name or "Timeout" in name or name in ("MaxRetryError", "ProxyError")
-    ):
-        return True
-    return module.startswith("google.auth") and name == "TransportError"
-
-
-def _network_reason(chain: list[BaseException]) -> str:
-    text = " ".join(str(e) for e in chain)
-    if "Connection refused" in text or any(isinstance(e, ConnectionRefusedError) for e in chain):
-        return "connection refused"
-    if any(isinstance(e, TimeoutError) or "Timeout" in type(e).__name__ for e in chain):
-        return "the connection timed out"
-    if "Name or service not known" in text or "nodename nor servname" in text:
-        return "the host name does not resolve"
-    if "timed out" in text.lower():
-        return "the connection timed out"
-    return "the connection failed"
-
-
-def _endpoint(info: ConnectionInfo) -> str:
-    options = info.driver_options.get("client_options")
-    endpoint = None
-    if isinstance(options, Mapping):
-        endpoint = options.get("api_endpoint")
-    else:
-        endpoint = getattr(options, "api_endpoint", None)
-    return str(endpoint or DEFAULT_ENDPOINT)
-
-
-def _api_message(exc: Any) -> str:
-    """BigQuery's own message, without the request line and the job footer."""
-    message = ""
-    errors = getattr(exc, "errors", None) or []
-    if errors and isinstance(errors[0], Mapping):
-        message = str(errors[0].get("message") or "")
-    if not message:
-        message = str(getattr(exc, "message", "") or str(exc))
-        message = _FOOTER_RE.sub("", message)
-        message = _REQUEST_PREFIX_RE.sub("", message)
-    return _scrub(message.strip())
-
-
-def _reasons(exc: Any) -> set[str]:
-    errors = getattr(exc, "errors", None) or []
-    return {str(e.get("reason")) for e in errors if isinstance(e, Mapping) and e.get("reason")}
-
-
-def _job_suffix(exc: Any) -> str:
-    job = getattr(exc, "query_job", None)
-    job_id = getattr(job, "job_id", None)
-    return f" (job {job_id})" if job_id else ""
-
-
-def _translate_api_error(exc: Any, exceptions: Any, info: ConnectionInfo) -> ConnAuthError | None:
-    message = _api_message(exc)
-    reasons = _reasons(exc)
-    project = info.params.get("project") or "the project"
-    if _is_storage_api_error(exc, message):
-        return _storage_api_error(exc, exceptions, message, project)
-    if isinstance(exc, exceptions.Forbidden | exceptions.PermissionDenied):
-        if reasons & {"quotaExceeded", "rateLimitExceeded"}:
-            return ConnAuthError(
-                f"BigQuery quota exceeded: {message}",
-                "wait and run the query again, or ask a BigQuery admin to raise the quota",
-                code="quota_exceeded",
-            )
-        if "billingNotEnabled" in reasons:
-            return AccessDenied(
-                f"BigQuery refused the job: {message}",
-                f"enable billing on project {project}, or set the connection's project to one "
-                "with billing",
-            )
-        if "responseTooLarge" in reasons:
-            return QueryError(
-                f"BigQuery could not return the result: {message}",
-                "add a LIMIT or aggregate in SQL",
-                code="response_too_large",
-            )
-        if "jobs.create" in message:
-            fix = (
-                f"ask a BigQuery admin to grant the user roles/bigquery.jobUser on project "
-                f"{project} (and roles/bigquery.dataViewer on the datasets to query)"
-            )
-        else:
-            fix = (
-                "ask a BigQuery admin to grant the user roles/bigquery.dataViewer on the dataset "
-                f"(and roles/bigquery.jobUser on project {project})"
-            )
-        return AccessDenied(
-            f"BigQuery permission denied{_job_suffix(exc)}: {message}",
-            fix,
-            code="permission_denied",
-        )
-    if isinstance(exc, exceptions.NotFound):
-        return QueryError(
-            f"BigQuery: {message}{_job_suffix(exc)}",
-            "check the project, dataset and table names (`project.dataset.table`) and the "
-            "connection's location: datasets in another location are not found from it",
-            code="not_found",
-        )
-    if isinstance(exc, exceptions.BadRequest | exceptions.InvalidArgument):
-        sql_fix = None
-        if re.search(r"(?i)query parameter|not provided for the following parameters", message):
-            sql_fix = "pass every @name the SQL uses in --params (a dict), and only those"
-        return QueryError(f"BigQuery: {message}{_job_suffix(exc)}", sql_fix)
-    if isinstance(exc, exceptions.ServerError | exceptions.DeadlineExceeded):
-        return ConnAuthError(
-            f"BigQuery failed: {message}",
-            "try again in a minute; if it persists, check https://status.cloud.google.com",
-            code="warehouse_error",
-        )
-    return None
-
-
-def _is_storage_api_error(exc: Any, message: str) -> bool:
-    text = f"{message} {exc}".lower()
-    return "bigquerystorage" in text or "readsession" in text or "read session" in text
-
-
-def _storage_api_error(
-    exc: Any, exceptions: Any, message: str, project: str
-) -> ConnAuthError | None:
-    """The Storage Read API (gRPC) failed while downloading a result."""
-    off = "or set use_storage_api: False in the connection's driver_options (slower REST download)"
-    if isinstance(exc, exceptions.Forbidden | exceptions.PermissionDenied):
-        return AccessDenied(
-            f"BigQuery Storage Read API permission denied: {message}",
-            f"ask a BigQuery admin to grant the user roles/bigquery.readSessionUser on project "
-            f"{project}, {off}",
-            code="permission_denied",
-        )
-    if isinstance(exc, exceptions.ServiceUnavailable | exceptions.DeadlineExceeded):
-        return ConnAuthError(
-            f"Cannot reach the BigQuery Storage Read API: {message}",
-            f"check network access to bigquerystorage.googleapis.com:443 (gRPC), {off}",
-            code="warehouse_unreachable",
-        )
-    return None
 
 
 CONNECTOR = BigQueryConnector()
