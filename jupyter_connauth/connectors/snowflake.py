@@ -14,9 +14,8 @@ The driver is imported only inside methods.
 from __future__ import annotations
 
 import logging
-import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ..core.errors import ConfigError, ConnAuthError
@@ -25,10 +24,28 @@ from .base import (
     Connector,
     Credential,
     Progress,
-    QueryError,
     TooManyRows,
     with_token,
 )
+from .snowflake_errors import (
+    AUTH_RETRY_ERRNOS,
+    SnowflakeAuthError,
+    WarehouseUnreachable,
+    clean_message,
+    errno_of,
+    is_snowflake_error,
+    translate,
+)
+from .snowflake_sql import SnowflakeParams, bind, named_to_qmark
+
+__all__ = [
+    "CONNECTOR",
+    "SnowflakeAuthError",
+    "SnowflakeConnector",
+    "SnowflakeParams",
+    "WarehouseUnreachable",
+    "named_to_qmark",
+]
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,8 +55,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: ``--params``: a dict for ``:name`` placeholders, or a list/tuple for ``?``.
-SnowflakeParams = Mapping[str, Any] | Sequence[Any] | None
 
 #: Connection parameters passed to ``snowflake.connector.connect`` when present.
 SESSION_PARAMS = ("warehouse", "database", "schema", "role")
@@ -47,126 +62,10 @@ SESSION_PARAMS = ("warehouse", "database", "schema", "role")
 #: How long an interrupted query waits for the cancel request and the driver call.
 CANCEL_GRACE_SECONDS = 5.0
 
-# -- Snowflake error numbers (errno on the driver's exceptions) -------------------
-INVALID_TOKEN = 390303
-TOKEN_EXPIRED = 390318
-BAD_USER = 390100
-ROLE_NOT_IN_TOKEN = 390317
-USER_MISMATCH = 390309
-AUTHENTICATOR_NOT_SUPPORTED = 390102
-SESSION_GONE = (390104, 390112, 390114)  # login again / session expired / token expired
-QUERY_CANCELLED = 604
-OBJECT_NOT_FOUND = 2003
-# connector 5.x error kinds (IO, timeout) and the 4.x "could not connect" numbers
-NETWORK_ERRNOS = frozenset({4, 14, 250001, 250003, 251011, 251012})
-
-AUTH_RETRY_ERRNOS = frozenset({INVALID_TOKEN, TOKEN_EXPIRED, *SESSION_GONE})
-
-_ERR_PREFIX = re.compile(r"^(?:\s*\d{6} \([0-9A-Z]{5}\):\s*)+")
-_REQUEST_ID = re.compile(r"\s*\(request_id=[^)]*\)\s*$")
-_JWT_LIKE = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]*")
-
-# One regex over the SQL: the alternatives that must be kept verbatim come first, so a
-# ``:name`` inside a string, quoted identifier, comment or $$ body is never a parameter.
-_SQL_TOKENS = re.compile(
-    r"""
-      (?P<keep>
-          '(?:[^'\\]|\\.|'')*'?        # string literal ('' and \' escapes)
-        | "(?:[^"]|"")*"?              # quoted identifier
-        | --[^\n]*                     # line comments
-        | //[^\n]*
-        | /\*.*?(?:\*/|\Z)             # block comment
-        | \$\$.*?(?:\$\$|\Z)           # dollar-quoted body
-        | ::                           # cast
-      )
-    | (?P<escaped>\\:)                 # \: is a literal colon
-    | (?<![\w$"\])]):(?P<name>[A-Za-z_][A-Za-z0-9_]*)   # :name, not col:path
-    """,
-    re.VERBOSE | re.DOTALL,
-)
-
-
-class SnowflakeAuthError(ConnAuthError):
-    """Snowflake refused the credential at login (the code names the reason)."""
-
-    code = "snowflake_auth_error"
-    status = 401
-
-
-class WarehouseUnreachable(ConnAuthError):
-    code = "warehouse_unreachable"
-    status = 502
-
-
-def named_to_qmark(sql: str, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
-    """``WHERE region = :region`` + ``{"region": "EU"}`` → ``WHERE region = ?``, ``["EU"]``.
-
-    Placeholders in strings, quoted identifiers, comments and ``$$`` bodies stay text;
-    ``::`` casts and ``col:field`` paths are not placeholders; ``\\:name`` is a literal.
-    Unused entries of ``params`` are ignored; a missing one raises :class:`QueryError`.
-    """
-    values: list[Any] = []
-    missing: list[str] = []
-
-    def sub(m: re.Match[str]) -> str:
-        if m.group("keep") is not None:
-            return m.group("keep")
-        if m.group("escaped") is not None:
-            return ":"
-        name = m.group("name")
-        if name not in params:
-            missing.append(name)
-            return m.group(0)
-        values.append(params[name])
-        return "?"
-
-    out = _SQL_TOKENS.sub(sub, sql)
-    if missing:
-        names = ", ".join(f":{n}" for n in dict.fromkeys(missing))
-        given = ", ".join(sorted(map(str, params))) or "none"
-        raise QueryError(
-            f"The query uses {names} but --params has no value for it (given: {given}).",
-            "add the name to --params (a dict such as {'region': 'EU'}), "
-            "or write \\: for a literal colon",
-        )
-    return out, values
-
-
-def _bind(sql: str, params: SnowflakeParams) -> tuple[str, list[Any] | None]:
-    if params is None:
-        return sql, None
-    if isinstance(params, Mapping):
-        out, values = named_to_qmark(sql, params)
-        return out, values if values else None
-    if isinstance(params, list | tuple):
-        return sql, list(params)
-    raise QueryError(
-        f"--params must be a dict (for :name) or a list (for ?), not {type(params).__name__}.",
-        "pass e.g. {'region': 'EU'} with :region in the SQL",
-    )
-
 
 def _quote_ident(name: str) -> str:
     """A quoted Snowflake identifier (exact case; embedded quotes doubled)."""
     return '"' + str(name).replace('"', '""') + '"'
-
-
-def _is_snowflake_error(exc: BaseException) -> bool:
-    return any(c.__module__.startswith("snowflake.connector") for c in type(exc).__mro__)
-
-
-def _clean_message(exc: BaseException) -> str:
-    """The driver's message without the repeated ``000000 (XXXXX):`` prefixes, the request
-    id or anything that looks like a token."""
-    raw = getattr(exc, "msg", None) or str(exc)
-    text = _ERR_PREFIX.sub("", str(raw)).strip()
-    text = _REQUEST_ID.sub("", text).strip()
-    return _JWT_LIKE.sub("[redacted]", text)
-
-
-def _errno(exc: BaseException) -> int | None:
-    errno = getattr(exc, "errno", None)
-    return errno if isinstance(errno, int) else None
 
 
 class SnowflakeConnector(Connector):
@@ -251,7 +150,7 @@ class SnowflakeConnector(Connector):
         fetch: Callable[[Any], T],
         count: Callable[[T], int],
     ) -> T:
-        operation, bound = _bind(sql, params)
+        operation, bound = bind(sql, params)
         cur = conn.cursor()
         try:
             if progress is not None:
@@ -332,7 +231,7 @@ class SnowflakeConnector(Connector):
                     log.info("Snowflake query %s: abort requested (aborted=%s)", qid, aborted)
                     return
                 except Exception as exc:
-                    log.info("Snowflake abort_query(%s) failed: %s", qid, _clean_message(exc))
+                    log.info("Snowflake abort_query(%s) failed: %s", qid, clean_message(exc))
                     outcome.append(f"abort_query {qid}: failed")
             session_id = getattr(conn, "session_id", None)
             if session_id is None:
@@ -347,7 +246,7 @@ class SnowflakeConnector(Connector):
                 log.info(
                     "Snowflake SYSTEM$CANCEL_ALL_QUERIES(%s) failed: %s",
                     session_id,
-                    _clean_message(exc),
+                    clean_message(exc),
                 )
 
         t = threading.Thread(target=attempt, name="connauth-snowflake-cancel", daemon=True)
@@ -416,134 +315,10 @@ class SnowflakeConnector(Connector):
 
     # -- errors -------------------------------------------------------------------
     def is_auth_error(self, exc: BaseException) -> bool:
-        return _is_snowflake_error(exc) and _errno(exc) in AUTH_RETRY_ERRNOS
+        return is_snowflake_error(exc) and errno_of(exc) in AUTH_RETRY_ERRNOS
 
     def translate_error(self, exc: BaseException, info: ConnectionInfo) -> ConnAuthError | None:
-        if isinstance(exc, ConnAuthError):
-            return exc
-        if not _is_snowflake_error(exc):
-            return None
-        errno = _errno(exc)
-        detail = _clean_message(exc)
-        jwt_mode = info.auth == "oauth-jwt"
-        name = info.name
-        role = info.params.get("role")
-
-        if errno == INVALID_TOKEN:
-            if jwt_mode:
-                return SnowflakeAuthError(
-                    f"Snowflake rejected the JWT that Jupyter minted for {name!r} "
-                    "(390303 Invalid OAuth access token).",
-                    "the public key in the security integration does not match the broker's "
-                    "private key: set EXTERNAL_OAUTH_RSA_PUBLIC_KEY to the broker's public key "
-                    f"(see %sql_connector doctor {name}). If the key matches, the issuer "
-                    "differs: set EXTERNAL_OAUTH_ISSUER to the exact Jupyter URL (as the "
-                    "broker's public_url, trailing slash included), and put the connection's "
-                    "JWT audience in EXTERNAL_OAUTH_AUDIENCE_LIST.",
-                    code="snowflake_invalid_token",
-                )
-            return SnowflakeAuthError(
-                f"Snowflake rejected the identity provider's access token for {name!r} "
-                "(390303 Invalid OAuth access token).",
-                "the IdP's token is not accepted: check EXTERNAL_OAUTH_ISSUER (the token's "
-                "iss, exactly), EXTERNAL_OAUTH_JWS_KEYS_URL (the IdP's JWKS URL) and "
-                "EXTERNAL_OAUTH_AUDIENCE_LIST (the token's aud: the resource/scopes the "
-                "connection requests) in the Snowflake security integration.",
-                code="snowflake_invalid_token",
-            )
-        if errno == TOKEN_EXPIRED:
-            expired_fix = (
-                "run the cell again: a fresh JWT is minted on reconnect. If it keeps "
-                "failing, check the Jupyter server's clock (the JWT is valid 10 minutes)."
-                if jwt_mode
-                else "run the cell again: the token is refreshed and the connection "
-                "reopened automatically. If it keeps failing, re-authorize "
-                f"(%sql_connector authorize {name}) and check the server clocks."
-            )
-            return SnowflakeAuthError(
-                f"The access token for {name!r} has expired (390318 OAuth access token expired).",
-                expired_fix,
-                code="snowflake_token_expired",
-            )
-        if errno == BAD_USER:
-            return SnowflakeAuthError(
-                f"Snowflake has no enabled user for this token on {name!r} "
-                "(390100 Incorrect username or password was specified).",
-                "create a Snowflake user whose LOGIN_NAME is the user's email (or set "
-                "EXTERNAL_OAUTH_SNOWFLAKE_USER_MAPPING_ATTRIBUTE = 'EMAIL_ADDRESS' to match "
-                "users by EMAIL), make sure EXTERNAL_OAUTH_TOKEN_USER_MAPPING_CLAIM names "
-                "a claim the token carries (email), and that the user is not disabled.",
-                code="snowflake_unknown_user",
-            )
-        if errno == ROLE_NOT_IN_TOKEN:
-            which = f"role {role!r}" if role else "the user's default role"
-            carried = (
-                "the JWT carries session:role:<role> for the connection's role"
-                if jwt_mode
-                else "the token's scopes carry session:role:<ROLE> or session:role-any"
-            )
-            return SnowflakeAuthError(
-                f"Snowflake refused {which} for {name!r}: it is not listed in the access "
-                "token, not granted to the user, or blocked (390317).",
-                "set EXTERNAL_OAUTH_ANY_ROLE_MODE = 'ENABLE' in the security integration "
-                "(with session:role-any in the connection's scopes), or grant the role to "
-                f"the user (GRANT ROLE ... TO USER ...), or use the role the token carries "
-                f"({carried}). ACCOUNTADMIN, ORGADMIN and SECURITYADMIN are blocked for "
-                "OAuth by default.",
-                code="snowflake_role_not_in_token",
-            )
-        if errno == USER_MISMATCH:
-            return SnowflakeAuthError(
-                f"The user set in connection {name!r} differs from the user of the token (390309).",
-                "remove user from the connection's parameters: the token decides the user.",
-                code="snowflake_user_mismatch",
-            )
-        if errno == AUTHENTICATOR_NOT_SUPPORTED:
-            return SnowflakeAuthError(
-                f"The Snowflake account of {name!r} does not accept OAuth logins (390102).",
-                "create an EXTERNAL_OAUTH security integration for the account and ENABLE it "
-                "(see notebooks/snowflake.ipynb).",
-                code="snowflake_oauth_not_enabled",
-            )
-        if errno in SESSION_GONE:
-            return SnowflakeAuthError(
-                f"The Snowflake session of {name!r} has expired ({errno}).",
-                "run the cell again: the connection is reopened with a fresh token.",
-                code="snowflake_session_expired",
-            )
-        if errno == QUERY_CANCELLED:
-            return QueryError(f"The query was cancelled: {detail}")
-        network = errno in NETWORK_ERRNOS or (
-            type(exc).__name__ == "OperationalError" and (errno is None or errno < 1000)
-        )
-        if network:
-            account = info.params.get("account") or info.driver_options.get("account")
-            host = info.driver_options.get("host") or f"{account}.snowflakecomputing.com"
-            port = info.driver_options.get("port")
-            where = f"{host}:{port}" if port else str(host)
-            return WarehouseUnreachable(
-                f"Could not reach Snowflake account {account!r} at {where} for {name!r}: {detail}",
-                "check the account identifier (orgname-accountname, without "
-                ".snowflakecomputing.com), the network, proxy and firewall between this "
-                "kernel and Snowflake, and Snowflake's status page.",
-            )
-        if errno is not None and 390000 <= errno < 391000:
-            return SnowflakeAuthError(
-                f"Snowflake refused the login for {name!r}: {detail}",
-                "check the Snowflake security integration for this connection "
-                f"(%sql_connector doctor {name}).",
-                code="snowflake_login_error",
-            )
-        sqlstate = getattr(exc, "sqlstate", None)
-        code = f"{errno:06d}" if errno is not None else "error"
-        head = f"Snowflake error {code} ({sqlstate})" if sqlstate else f"Snowflake error {code}"
-        fix: str | None = None
-        if errno == OBJECT_NOT_FOUND:
-            fix = (
-                "check the name (unquoted names are upper-cased) and the database/schema, "
-                "and that your role may use it (SELECT CURRENT_ROLE(); USE ROLE ...)"
-            )
-        return QueryError(f"{head}: {detail}", fix)
+        return translate(exc, info)
 
 
 CONNECTOR = SnowflakeConnector()
