@@ -212,22 +212,27 @@ class Broker:
             task.add_done_callback(lambda _t: self._inflight.pop(key, None))
         return await asyncio.shield(task)
 
-    def _consent_reason(
-        self, user: str, spec: ConnectionSpec, stored: StoredToken | None
-    ) -> str | None:
+    @staticmethod
+    def consent_reason(spec: ConnectionSpec, stored: StoredToken | None) -> str | None:
+        """Why the user must consent again, or None when the stored grant is usable."""
         if stored is None:
             return "first_use"
         if stored.fingerprint != spec.fingerprint:
-            if stored.record is not None:
-                self.store.drop_token(user, spec.name, "scopes_changed")
             return "scopes_changed"
         if stored.record is None:
             return stored.reason or "first_use"
-        record = stored.record
-        if record.expires_within(0) and not record.refresh_token:
-            self.store.drop_token(user, spec.name, "refresh_expired")
+        if stored.record.expires_within(0) and not stored.record.refresh_token:
             return "refresh_expired"
         return None
+
+    def _consent_reason(
+        self, user: str, spec: ConnectionSpec, stored: StoredToken | None
+    ) -> str | None:
+        """:meth:`consent_reason`, dropping a stored token that can no longer be used."""
+        reason = self.consent_reason(spec, stored)
+        if reason in ("scopes_changed", "refresh_expired") and stored and stored.record:
+            self.store.drop_token(user, spec.name, reason)
+        return reason
 
     def _grant(
         self, spec: ConnectionSpec, record: TokenRecord, warning: str | None = None
@@ -384,17 +389,7 @@ class Broker:
         if self.config_error is not None:
             out.update(status="error", **self.config_error.to_json())
             return out
-        reason: str | None
-        if stored is None:
-            reason = "first_use"
-        elif stored.fingerprint != spec.fingerprint:
-            reason = "scopes_changed"
-        elif stored.record is None:
-            reason = stored.reason or "first_use"
-        elif stored.record.expires_within(0) and not stored.record.refresh_token:
-            reason = "refresh_expired"
-        else:
-            reason = None
+        reason = self.consent_reason(spec, stored)
         if reason is not None:
             out.update(
                 status="consent_required",

@@ -183,11 +183,11 @@ class BrokerClient:
 
     def token(self, name: str) -> AccessToken | ConsentNeeded:
         data = self._call("POST", f"connections/{self._name(name)}/token")
-        return self._token_or_consent(data)
+        return token_or_consent(data)
 
     def authorize(self, name: str) -> ConsentNeeded:
         data = self._call("POST", f"connections/{self._name(name)}/authorize")
-        result = self._token_or_consent(data)
+        result = token_or_consent(data)
         assert isinstance(result, ConsentNeeded)
         return result
 
@@ -251,25 +251,26 @@ class BrokerClient:
                 )
             time.sleep(interval)
 
-    @staticmethod
-    def _token_or_consent(data: dict[str, Any]) -> AccessToken | ConsentNeeded:
-        if data.get("status") == "consent_required":
-            return ConsentNeeded(
-                connection=data["connection"],
-                reason=data["reason"],
-                reason_text=data.get("reason_text") or data["reason"],
-                authorize_url=data["authorize_url"],
-                flow_id=data["flow_id"],
-                expires_at=data["expires_at"],
-            )
-        known = {"status", "connection", "access_token", "expires_at", "token_type"}
-        known |= {"identity", "warning"}
-        return AccessToken(
+
+def token_or_consent(data: dict[str, Any]) -> AccessToken | ConsentNeeded:
+    """A broker's token answer (JSON) as the kernel's objects."""
+    if data.get("status") == "consent_required":
+        return ConsentNeeded(
             connection=data["connection"],
-            access_token=data["access_token"],
-            expires_at=data.get("expires_at"),
-            token_type=data.get("token_type") or "Bearer",
-            identity=data.get("identity"),
-            warning=data.get("warning"),
-            extra={k: v for k, v in data.items() if k not in known},
+            reason=data["reason"],
+            reason_text=data.get("reason_text") or data["reason"],
+            authorize_url=data["authorize_url"],
+            flow_id=data["flow_id"],
+            expires_at=data["expires_at"],
         )
+    known = {"status", "connection", "access_token", "expires_at", "token_type"}
+    known |= {"identity", "warning"}
+    return AccessToken(
+        connection=data["connection"],
+        access_token=data["access_token"],
+        expires_at=data.get("expires_at"),
+        token_type=data.get("token_type") or "Bearer",
+        identity=data.get("identity"),
+        warning=data.get("warning"),
+        extra={k: v for k, v in data.items() if k not in known},
+    )

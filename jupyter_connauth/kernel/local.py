@@ -22,13 +22,13 @@ from typing import Any, TypeVar
 from traitlets import Int
 from traitlets.config import Config
 
-from ..broker.broker import Broker
+from ..broker.broker import Broker, TokenGrant
 from ..broker.config import ConnAuth
 from ..broker.flows import FlowStart
 from ..broker.pages import CALLBACK_HEADERS, render_callback
 from ..broker.store import SQLiteTokenStore
 from ..core.crypto import CryptKeeper
-from .client import AccessToken, ConsentNeeded
+from .client import AccessToken, ConsentNeeded, token_or_consent
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -162,28 +162,8 @@ class LocalBrokerClient:
         return result
 
     @staticmethod
-    def _answer(result: Any) -> AccessToken | ConsentNeeded:
-        data = result.to_json()
-        if isinstance(result, FlowStart):
-            return ConsentNeeded(
-                connection=data["connection"],
-                reason=data["reason"],
-                reason_text=data["reason_text"],
-                authorize_url=data["authorize_url"],
-                flow_id=data["flow_id"],
-                expires_at=data["expires_at"],
-            )
-        known = {"status", "connection", "access_token", "expires_at", "token_type"}
-        known |= {"identity", "warning"}
-        return AccessToken(
-            connection=data["connection"],
-            access_token=data["access_token"],
-            expires_at=data.get("expires_at"),
-            token_type=data.get("token_type") or "Bearer",
-            identity=data.get("identity"),
-            warning=data.get("warning"),
-            extra={k: v for k, v in data.items() if k not in known},
-        )
+    def _answer(result: TokenGrant | FlowStart) -> AccessToken | ConsentNeeded:
+        return token_or_consent(result.to_json())
 
     def token(self, name: str) -> AccessToken | ConsentNeeded:
         return self._answer(self._run(self.broker.token(self.user, name)))

@@ -18,7 +18,7 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
-from ..broker.broker import Broker, TokenGrant
+from ..broker.broker import Broker
 from ..broker.flows import FlowStart
 from ..broker.http import JSONAPIMixin
 from ..broker.pages import CALLBACK_HEADERS, render_callback
@@ -85,10 +85,6 @@ class BrokerAPIHandler(ConnAuthMixin, JSONAPIMixin, APIHandler):
         return self.owner
 
 
-def _token_answer(result: TokenGrant | FlowStart) -> dict[str, Any]:
-    return result.to_json()
-
-
 class InfoHandler(BrokerAPIHandler):
     @connauth_authorized
     async def get(self) -> None:
@@ -149,7 +145,7 @@ class TokenHandler(BrokerAPIHandler):
     @connauth_authorized
     async def post(self, name: str) -> None:
         result = await self.broker.token(self.connauth_user, name)
-        self.write_json(_token_answer(result))
+        self.write_json(result.to_json())
 
 
 class AuthorizeHandler(BrokerAPIHandler):
