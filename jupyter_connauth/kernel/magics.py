@@ -37,6 +37,8 @@ _TEST_SQL = {
 
 @magics_class
 class ConnAuthMagics(Magics):
+    """The ``%%sql_connector`` magics; these settings are the defaults of every cell."""
+
     max_rows = Int(1_000_000, help="Refuse results with more rows than this.").tag(config=True)
     wait_timeout = Float(600.0, help="Seconds a cell waits for you to authorize.").tag(config=True)
     poll_interval = Float(0.5, help="Seconds between checks of the consent flow.").tag(config=True)
