@@ -796,9 +796,10 @@ def main() -> int:
         "buffers count; target ≤ 2× our DataFrame's `memory_usage(deep=True)`.",
         "BigQuery is measured with 100,000 rows, not 1M: bqemulator serves query results as "
         "REST JSON pages (the Storage Read API does not serve query results), ≈ 65 s per "
-        "1M rows (PERF-NOTES), so time there is mostly the server and JSON parsing.",
+        "1M rows with the raw driver here, so time there is mostly the server and JSON parsing.",
         "Databricks: databricks-sql-connector 4.9.0 formats each Thrift response for a "
-        "debug log whatever the level (PERF-NOTES), in every path alike.",
+        "debug log whatever the level (`thrift_backend.py`, `attempt_request`), in every "
+        "path alike.",
         "JupySQL 0.11.1 in `.cache/envs/jupysql` with snowflake-sqlalchemy, "
         "databricks-sqlalchemy and sqlalchemy-bigquery; connect_args carry the local "
         "host/port/protocol (Snowflake), the Thrift URI and CA (Databricks), and a "
