@@ -42,8 +42,14 @@ class ShowHelp(Exception):
     """``-h``/``--help`` was given: the magic prints this text (argparse would exit)."""
 
     def __init__(self, text: str) -> None:
+        text = plain_help(text)
         super().__init__(text)
         self.text = text
+
+
+def plain_help(doc: str) -> str:
+    """The help as printed: IPython's RST ``::`` block opener becomes ``usage:``."""
+    return "usage: " + doc.removeprefix("::\n\n  ") if doc.startswith("::\n") else doc
 
 
 class HelpAction(argparse.Action):

@@ -24,7 +24,16 @@ from ..core.errors import ConfigError, ConnAuthError
 from .balloon import wait_for_consent
 from .client import BrokerAPI, BrokerClient, ConsentNeeded, connect_broker
 from .display import Ticker, show_table
-from .magic_args import PROG, ShowHelp, UsageError, cell_form, parse_cell, parse_line, split
+from .magic_args import (
+    PROG,
+    ShowHelp,
+    UsageError,
+    cell_form,
+    parse_cell,
+    parse_line,
+    plain_help,
+    split,
+)
 from .runner import Runner
 
 _VAR = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -100,7 +109,7 @@ class ConnAuthMagics(Magics):
                 return self._run_cell(parse_cell(type(self).sql_connector, line), cell)
             argv = split(line, PROG)
             if not argv or argv[0] in ("-h", "--help"):
-                print(type(self).sql_connector.__doc__)
+                print(plain_help(type(self).sql_connector.__doc__ or ""))
                 return None
             return self._command(parse_line(argv))
         except ShowHelp as e:
