@@ -172,6 +172,12 @@ class Connector(ABC):
         """True when the warehouse rejected the credential (reconnect with a fresh one)."""
         return False
 
+    def session_gone(self, exc: BaseException) -> bool:
+        """True when the warehouse no longer knows the driver session (it restarted, or
+        the session expired): it refused the call, so nothing ran and a reconnect may
+        run it."""
+        return False
+
 
 class TooManyRows(ConnAuthError):
     code = "too_many_rows"

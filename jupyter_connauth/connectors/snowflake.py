@@ -29,6 +29,7 @@ from .base import (
 )
 from .snowflake_errors import (
     AUTH_RETRY_ERRNOS,
+    SESSION_GONE,
     SnowflakeAuthError,
     WarehouseUnreachable,
     clean_message,
@@ -316,6 +317,9 @@ class SnowflakeConnector(Connector):
     # -- errors -------------------------------------------------------------------
     def is_auth_error(self, exc: BaseException) -> bool:
         return is_snowflake_error(exc) and errno_of(exc) in AUTH_RETRY_ERRNOS
+
+    def session_gone(self, exc: BaseException) -> bool:
+        return is_snowflake_error(exc) and errno_of(exc) in SESSION_GONE
 
     def translate_error(self, exc: BaseException, info: ConnectionInfo) -> ConnAuthError | None:
         return translate(exc, info)

@@ -51,11 +51,6 @@ Defaults: %config ConnAuthMagics.max_rows / wait_timeout / poll_interval / progr
 """
 
 _VAR = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
-_TEST_SQL = {
-    "bigquery": "SELECT 1 AS ok",
-    "databricks": "SELECT 1 AS ok",
-    "snowflake": "SELECT 1 AS OK",
-}
 
 
 class UsageError(ConnAuthError):
@@ -244,15 +239,9 @@ class ConnAuthMagics(Magics):
             )
             return None
         if cmd == "test":
-            info = self.client.status(name)
-            sql = _TEST_SQL.get(str(info.get("connector")), "SELECT 1")
-            started = time.perf_counter()
-            self.runner.query(name, sql, on_consent=self._consent)
+            elapsed = self.runner.test(name, on_consent=self._consent)
             who = self.client.status(name).get("authorized_as")
-            print(
-                f"OK: {name} answered in {time.perf_counter() - started:.2f} s"
-                + (f" (as {who})" if who else "")
-            )
+            print(f"OK: {name} answered in {elapsed:.2f} s" + (f" (as {who})" if who else ""))
             return None
         if cmd == "whoami":
             return show_table([self.runner.whoami(name, on_consent=self._consent)], None)
