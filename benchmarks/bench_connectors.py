@@ -425,7 +425,7 @@ def bench_select1(wh: Warehouse, budget_s: float) -> dict[str, Any]:
     s2 = wh.sessions()
     raw(wh.select1)
     r2 = wh.requests()
-    connector = runner.sessions["sales"].connector
+    connector = get_connector(wh.info()["connector"])
     from jupyter_connauth.connectors.base import ConnectionInfo, Credential
 
     conn = connector.connect(  # its own connection, like the raw path's
