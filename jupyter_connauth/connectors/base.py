@@ -10,6 +10,8 @@ tree, tells the warehouse's view of the user, and translates driver errors into
 from __future__ import annotations
 
 import importlib
+import queue
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -76,6 +78,37 @@ def with_token(options: Mapping[str, Any], token: str) -> dict[str, Any]:
         return value
 
     return {k: sub(v) for k, v in options.items()}
+
+
+class _Worker(threading.Thread):
+    def __init__(self) -> None:
+        super().__init__(name="connauth-driver-call", daemon=True)
+        self.jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+
+    def run(self) -> None:
+        while True:
+            job = self.jobs.get()
+            try:
+                job()
+            finally:
+                with _IDLE_LOCK:
+                    _IDLE.append(self)
+
+
+_IDLE: list[_Worker] = []
+_IDLE_LOCK = threading.Lock()
+
+
+def in_worker(job: Callable[[], None]) -> None:
+    """Run ``job`` (which must not raise) on a daemon thread reused across calls: a new
+    thread per driver call costs about a millisecond on a busy machine. Daemon, so a
+    driver call stuck in native code never holds up the kernel's exit."""
+    with _IDLE_LOCK:
+        worker = _IDLE.pop() if _IDLE else None
+    if worker is None:
+        worker = _Worker()
+        worker.start()
+    worker.jobs.put(job)
 
 
 class Connector(ABC):

@@ -25,6 +25,7 @@ from .base import (
     Credential,
     Progress,
     TooManyRows,
+    in_worker,
     with_token,
 )
 from .snowflake_errors import (
@@ -197,8 +198,7 @@ class SnowflakeConnector(Connector):
             finally:
                 done.set()
 
-        worker = threading.Thread(target=work, name="connauth-snowflake-query", daemon=True)
-        worker.start()
+        in_worker(work)
         try:
             while not done.wait(0.1):
                 pass
