@@ -132,7 +132,9 @@ class SessionManager:
         self._closer(close)
 
     def drop(self, key: Hashable) -> None:
-        """Close the session of ``key`` (revoked, re-authorized, consent required)."""
+        """Close the session of ``key`` (revoked, re-authorized, consent required).
+        Not from inside ``op`` or ``refetch`` with the inline closer: the close waits
+        for the call to finish."""
         with self._lock:
             slot = self._slots.pop(key, None)
         if slot is not None:

@@ -43,16 +43,18 @@ class Runner:
         kind: Literal["oauth", "jwt"] = "jwt" if token.extra.get("kind") == "jwt" else "oauth"
         return info, Credential(token.access_token, token.expires_at, kind, token.identity)
 
-    def lease(self, name: str, on_consent: ConsentHandler | None) -> Lease:
+    def lease(self, name: str, on_consent: ConsentHandler | None, *, drop: bool = True) -> Lease:
         """The broker's answer for this call (one round trip when no consent is needed).
         Consent required: the session is closed first (nothing runs under a revoked,
-        re-authorized or re-scoped grant)."""
+        re-authorized or re-scoped grant). ``drop=False`` when the session manager asks
+        while it holds the session (it replaces the session itself)."""
         for _attempt in range(3):
             answer = self.client.token(name)
             if isinstance(answer, AccessToken):
                 info, cred = self._credential(answer)
                 return Lease(info, cred, answer.grant)
-            self.drop(name)
+            if drop:
+                self.drop(name)
             if on_consent is None:
                 raise ConsentRequired(
                     f"{name!r} needs your consent: {answer.reason_text}.",
@@ -69,7 +71,9 @@ class Runner:
         self, name: str, on_consent: ConsentHandler | None, call: Callable[[Connector, Any], Any]
     ) -> Any:
         lease = self.lease(name, on_consent)
-        return self.sessions.run(name, lease, call, refetch=lambda: self.lease(name, on_consent))
+        return self.sessions.run(
+            name, lease, call, refetch=lambda: self.lease(name, on_consent, drop=False)
+        )
 
     def query(
         self,
@@ -104,7 +108,7 @@ class Runner:
             name,
             lease,
             lambda c, conn: c.query_arrow(conn, sql),
-            refetch=lambda: self.lease(name, on_consent),
+            refetch=lambda: self.lease(name, on_consent, drop=False),
         )
         return time.perf_counter() - started
 
