@@ -425,8 +425,10 @@ def bench_select1(wh: Warehouse, budget_s: float) -> dict[str, Any]:
     s2 = wh.sessions()
     raw(wh.select1)
     r2 = wh.requests()
-    connector = get_connector(wh.info()["connector"])
+    from jupyter_connauth.connectors import get_connector
     from jupyter_connauth.connectors.base import ConnectionInfo, Credential
+
+    connector = get_connector(wh.info()["connector"])
 
     conn = connector.connect(  # its own connection, like the raw path's
         ConnectionInfo.from_json(wh.info()), Credential(wh.token, time.time() + 3000)
