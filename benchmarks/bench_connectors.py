@@ -777,9 +777,9 @@ def main() -> int:
         "one Arrow rowset), a Thrift warehouse on DuckDB (Databricks, results inline, no "
         "CloudFetch), bqemulator (BigQuery, REST JSON pages).",
         "SELECT 1: one process; the three paths take turns, medians over the iterations. "
-        "`Runner.query` = the kernel path minus the magic: session reused while the "
-        "credential is fresh (the broker, a "
-        "static stand-in here, is not asked again), then `connector.query_pandas`. Target: "
+        "`Runner.query` = the kernel path minus the magic: the broker (a static stand-in "
+        "here) asked for the grant, the session reused while the grant is the same, then "
+        "`connector.query_pandas`. Target: "
         f"Runner ≤ {RATIO_TARGET:.2f}× raw.",
         "SELECT 1 on the local Snowflake and Databricks servers has a fast mode (a few ms) "
         "and a mode ≈ 40 ms slower (it looks like a TCP delayed-ACK stall between driver and "
