@@ -171,6 +171,10 @@ class Connector(ABC):
     ) -> pd.DataFrame:
         """The result as a DataFrame through the driver's fastest path (default: Arrow)."""
         table = self.query_arrow(conn, sql, params, max_rows=max_rows, progress=progress)
+        return self.to_pandas(table)
+
+    def to_pandas(self, table: pa.Table) -> pd.DataFrame:
+        """Arrow → pandas with the warehouse's dtypes (default: pyarrow's)."""
         return table.to_pandas()
 
     @abstractmethod
