@@ -51,6 +51,8 @@ class TokenGrant:
     identity: str | None
     warning: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Which grant the token comes from: changes on revoke, re-authorize, scope edits.
+    grant: str = ""
 
     def __repr__(self) -> str:
         return f"TokenGrant(connection={self.connection!r}, expires_at={self.expires_at!r})"
@@ -64,6 +66,7 @@ class TokenGrant:
             "expires_at": self.expires_at,
             "identity": self.identity,
             "warning": self.warning,
+            "grant": self.grant,
         }
         out.update((k, v) for k, v in self.extra.items() if k != "email")
         return out
@@ -168,6 +171,7 @@ class Broker:
             identity=result.identity,
             warning=result.warning,
             extra={"info": spec.kernel_info(), "kind": "oauth"},
+            grant=result.grant,
         )
 
     def _mint(self, spec: ConnectionSpec, grant: TokenGrant) -> TokenGrant:
@@ -189,6 +193,7 @@ class Broker:
             identity=grant.identity,
             warning=grant.warning,
             extra={"info": spec.kernel_info(), "kind": "jwt"},
+            grant=grant.grant,
         )
 
     async def _stored_grant(
@@ -249,6 +254,7 @@ class Broker:
                 "kind": "oauth",
                 "email": record.identity.get("email"),
             },
+            grant=record.grant_id,
         )
 
     async def _refresh(self, user: str, spec: ConnectionSpec) -> TokenGrant | FlowStart:

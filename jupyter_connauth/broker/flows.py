@@ -330,6 +330,7 @@ class ConsentFlows:
             token_type=resp.token_type,
             scope=resp.scope,
             identity=identity,
+            grant_id=secrets.token_urlsafe(12),
         )
         self.store.put_token(flow.user, flow.connection, spec.fingerprint, record)
         flow.status = "complete"

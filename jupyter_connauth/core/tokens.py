@@ -35,6 +35,9 @@ class TokenRecord:
     scope: tuple[str, ...] | None = None
     identity: dict[str, str] = field(default_factory=dict)
     obtained_at: float = field(default_factory=time.time)
+    #: Random, set when a consent completes and kept by refresh: the kernel's sessions
+    #: opened under another grant (revoked, re-authorized, scopes edited) are closed.
+    grant_id: str = ""
 
     def __repr__(self) -> str:
         return (

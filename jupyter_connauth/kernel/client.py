@@ -46,6 +46,8 @@ class AccessToken:
     identity: str | None = None
     warning: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The grant the token comes from (a session opened under another one is closed).
+    grant: str | None = None
 
     def __repr__(self) -> str:
         return f"AccessToken(connection={self.connection!r}, expires_at={self.expires_at!r})"
@@ -267,7 +269,7 @@ def token_or_consent(data: dict[str, Any]) -> AccessToken | ConsentNeeded:
             expires_at=data["expires_at"],
         )
     known = {"status", "connection", "access_token", "expires_at", "token_type"}
-    known |= {"identity", "warning"}
+    known |= {"identity", "warning", "grant"}
     return AccessToken(
         connection=data["connection"],
         access_token=data["access_token"],
@@ -275,5 +277,6 @@ def token_or_consent(data: dict[str, Any]) -> AccessToken | ConsentNeeded:
         token_type=data.get("token_type") or "Bearer",
         identity=data.get("identity"),
         warning=data.get("warning"),
+        grant=data.get("grant"),
         extra={k: v for k, v in data.items() if k not in known},
     )

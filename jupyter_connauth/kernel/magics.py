@@ -37,11 +37,6 @@ from .magic_args import (
 from .runner import Runner
 
 _VAR = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
-_TEST_SQL = {
-    "bigquery": "SELECT 1 AS ok",
-    "databricks": "SELECT 1 AS ok",
-    "snowflake": "SELECT 1 AS OK",
-}
 
 
 @magics_class
@@ -239,15 +234,9 @@ class ConnAuthMagics(Magics):
         )
 
     def _test(self, name: str) -> None:
-        info = self.client.status(name)
-        sql = _TEST_SQL.get(str(info.get("connector")), "SELECT 1")
-        started = time.perf_counter()
-        self.runner.query(name, sql, on_consent=self._consent)
+        elapsed = self.runner.test(name, on_consent=self._consent)
         who = self.client.status(name).get("authorized_as")
-        print(
-            f"OK: {name} answered in {time.perf_counter() - started:.2f} s"
-            + (f" (as {who})" if who else "")
-        )
+        print(f"OK: {name} answered in {elapsed:.2f} s" + (f" (as {who})" if who else ""))
 
     def _doctor(self, name: str) -> Any:
         checks = self.client.doctor(name)
