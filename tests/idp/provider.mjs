@@ -236,6 +236,11 @@ const configuration = {
       },
     };
   },
+  // OpenID Connect Core 5.4: with the code flow, the claims of the profile and email
+  // scopes may be returned from the UserInfo endpoint only. oidc-provider does so (an ID
+  // token with `sub` only) whenever the access token can be used at UserInfo, i.e. it
+  // names no resource: set `default_resource: null` for such an IdP.
+  conformIdTokenClaims: true,
   pkce: { required: () => true },
   rotateRefreshToken: Boolean(cfg.rotate_refresh_token ?? false),
   ttl: {
