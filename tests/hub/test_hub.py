@@ -487,3 +487,28 @@ def test_a_refresh_that_needs_consent_keeps_the_hub_identity(dummy_hub: Hub) -> 
     assert "bob@example.com" in page.text and "belongs to alice@example.com" in page.text
     status = h.service("alice", "GET", "connections/sales").json()
     assert status["status"] == "consent_required"  # nothing stored for alice
+
+
+def test_a_refused_subject_token_starts_a_consent_bound_to_the_hub_identity(
+    dummy_hub: Hub,
+) -> None:
+    """Pass-through whose subject (the user's consent grant) the IdP refuses: the new
+    consent flow must carry the hub's email as well."""
+    h = dummy_hub
+    first = h.service("alice", "POST", "connections/tx/token").json()
+    if first["status"] == "consent_required":
+        callback = headless_login(first["authorize_url"], "alice")
+        with h.browser("alice") as browser:
+            assert browser.get(callback, follow_redirects=True).status_code == 200
+    h.idp.set_runtime(reject_subject_tokens=True)  # e.g. Entra after a session revocation
+    try:
+        answer = h.service("alice", "POST", "connections/tx/token").json()
+    finally:
+        h.idp.set_runtime(reject_subject_tokens=False)
+    assert answer["status"] == "consent_required" and answer["reason"] == "grant_revoked", answer
+    callback = headless_login(answer["authorize_url"], "bob")
+    with h.browser("alice") as browser:
+        page = browser.get(callback, follow_redirects=True)
+    assert page.status_code == 400, page.text
+    assert "belongs to alice@example.com" in page.text
+    assert h.service("alice", "GET", "connections/tx").json()["status"] == "consent_required"
