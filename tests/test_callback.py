@@ -206,3 +206,19 @@ async def test_someone_else_signing_in_with_the_link_is_refused(jp_fetch, broker
     ok = await broker.token("alice", "sales", expected_email="alice@example.com")
     page = await get(await asyncio.to_thread(headless_login, ok.authorize_url, "alice"))
     assert page.status_code == 200 and stored(broker) is not None
+
+
+class TestNoEmailAnywhere:
+    """The host knows the user's email (a hub) but the IdP says none: the page says
+    how to make the IdP send it, not that someone else signed in."""
+
+    @pytest.fixture
+    def connauth_config(self) -> dict[str, Any]:
+        return {"identity_scopes": ["openid"]}  # no email claim in the ID token
+
+    async def test_the_fix_names_the_missing_claim(self, jp_fetch, broker, get):
+        started = await broker.token("alice", "sales", expected_email="alice@example.com")
+        page = await get(await asyncio.to_thread(headless_login, started.authorize_url))
+        assert page.status_code == 400
+        assert "said no email" in page.text and "optional claim" in page.text
+        assert stored(broker) is None

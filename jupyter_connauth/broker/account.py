@@ -69,6 +69,15 @@ def _shown(identity: Mapping[str, str] | None) -> str:
 
 def check_expected_email(flow: Flow, identity: Mapping[str, str]) -> None:
     expected = (flow.expected_email or "").lower()
+    if expected and not identity.get("email"):
+        raise FlowError(
+            f"The identity provider said no email for this sign-in (neither in the ID "
+            f"token nor from UserInfo), so it cannot be checked against {expected}.",
+            "have the IdP app put the verified email claim in the ID token (Entra: the "
+            "optional claim 'email'; Okta, Keycloak: the email scope's claims in the ID "
+            "token), then authorize again",
+            code="no_email",
+        )
     if expected and identity.get("email", "").lower() != expected:
         # Someone else signed in with this user's link: their token must not land here.
         got = identity.get("email") or "an account without an email"
