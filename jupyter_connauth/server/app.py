@@ -102,7 +102,6 @@ class ConnAuthApp(ExtensionApp):
             connauth_warehouse=self.warehouse,
             connauth_owner=self.owner,
             connauth_kernel_token=self.kernel_token,
-            connauth_version=__version__,
         )
         self._export_kernel_env()
         self.log.info(
