@@ -31,12 +31,11 @@ API_PATH = "connauth/api/"
 class ConnAuthApp(ExtensionApp):
     """Per-user OAuth for data connectors (server side)."""
 
+    classes = [ConnAuth]
+    load_other_extensions = True
     #: The extension point's name; the default config file is jupyter_connauth_config.py
     #: (``jupyter_{name}_config``), settings stay ``c.ConnAuthApp.*``.
-    name = "connauth"
-    description = __doc__ or ""
-    load_other_extensions = True
-    classes = [ConnAuth]
+    name, description = "connauth", __doc__ or ""
 
     owner = Unicode(
         help="""Whose tokens this server holds: a single-user server acts for its owner.
