@@ -145,8 +145,11 @@ class ConsentFlows:
     ) -> Flow:
         """Handle the IdP's redirect. Returns the completed flow or raises FlowError.
 
-        ``caller`` is the Jupyter user of the browser request when known; a flow started
-        by someone else is refused. ``spec_for`` maps a connection name to its spec.
+        ``caller`` is the user whose browser session brought the request (the hosts
+        send a browser without one through their login first; None only where a hub
+        admin turned that off); a flow started by someone else is refused. The IdP
+        account must match the host's email of the user and the stored grant's
+        subject (:mod:`.account`). ``spec_for`` maps a connection name to its spec.
         """
         for key, value in params.items():
             if len(value) > MAX_PARAM_LENGTH:
