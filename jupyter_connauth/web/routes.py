@@ -36,8 +36,23 @@ API_ROUTES: list[tuple[str, type[h.BrokerHandler]]] = [
 ]
 
 
+#: What a host's base class must implement (:class:`.identity.IdentityStrategy`).
+HOOKS = (
+    "host_kind",
+    "authenticate",
+    "browser_user",
+    "login_redirect",
+    "usernames",
+    "callback_requires_session",
+    "refresh_connections",
+)
+
+
 def hosted(shared: type[web.RequestHandler], base: type[web.RequestHandler]) -> type[Any]:
     """The class a host serves: the shared handler on the host's base."""
+    missing = [hook for hook in HOOKS if not hasattr(base, hook)]
+    if missing:  # at import, not as a 500 on the first request
+        raise TypeError(f"{base.__name__} lacks the identity strategy's {', '.join(missing)}")
     return type(shared.__name__, (shared, base), {"__module__": base.__module__})
 
 
