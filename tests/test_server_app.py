@@ -31,3 +31,12 @@ async def test_urls_come_from_jupyters_connection_url(jp_serverapp, jp_fetch, jp
     assert app.redirect_uri() == jp_serverapp.connection_url + "oauth/connector/callback"
     info = json.loads((await jp_fetch("connauth", "api", "info")).body)
     assert info["host"] == "jupyter_server" and info["admin"] is True
+
+
+async def test_the_owner_is_the_admin_of_the_shared_admin_routes(jp_fetch):
+    """One routes table: the admin routes are served on the single-user server too."""
+    users = json.loads(
+        (await jp_fetch("connauth", "api", "admin", "users", params={"all": "1"})).body
+    )
+    assert [u["name"] for u in users["users"]] == ["alice"]
+    assert {c["name"] for c in users["users"][0]["connections"]} == {"sales", "finance"}
