@@ -290,10 +290,13 @@ class ConsentFlows:
                 value = claims.get(claim)
                 if isinstance(value, str):
                     identity[claim] = value
-            if "email" not in identity and claims.get("email_verified") is not False:
-                alt = identity.get("upn") or identity.get("preferred_username")
-                if alt and "@" in alt:
-                    identity["email"] = alt
+            # No email from upn / preferred_username: some IdPs let users edit them. Keep
+            # the other string claims (oid, tid, ...): c.ConnAuth.jwt_subject_claim may
+            # name one; not the ID token's protocol claims.
+            protocol = {"aud", "azp", "nonce", "at_hash", "c_hash", "s_hash", "sid", "jti"}
+            for claim, value in claims.items():
+                if isinstance(value, str) and claim not in protocol:
+                    identity.setdefault(claim, value)
             if claims.get("email_verified") is False:
                 identity.pop("email", None)
 

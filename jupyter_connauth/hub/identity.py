@@ -33,6 +33,8 @@ class HubIdentity:
     email: str | None = None
     login_token: str | None = field(default=None, repr=False)
     login_expires_at: float | None = None
+    #: auth_state's user info (the IdP's claims), e.g. for c.ConnAuth.jwt_subject_claim
+    claims: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def login_token_valid(self, leeway: float) -> bool:
         if not self.login_token:
@@ -81,8 +83,11 @@ def identity_from_model(
     response = auth_state.get("token_response")
     if expires_at is None and login_token and isinstance(response, dict):
         expires_at = _expiry_from_response(response)
+    infos = (auth_state.get(k) for k in ("oauth_user", "user", "userinfo"))
+    claims = next((dict(i) for i in infos if isinstance(i, dict)), {})
     return HubIdentity(
         name=name,
+        claims=claims,
         admin=bool(model.get("admin")),
         groups=[str(g) for g in model.get("groups") or []],
         email=email,
