@@ -19,7 +19,6 @@ from typing import Any
 import httpx2
 import jwt as pyjwt
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from tornado.httpclient import HTTPClientError
 from traitlets.config import Config
