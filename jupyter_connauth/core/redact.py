@@ -12,7 +12,8 @@ Two nets:
   friends) in URLs, form bodies and JSON.
 
 :func:`redact` applies both; :class:`RedactingHandler` applies it to every log record of
-the ``jupyter_connauth`` loggers before any other handler formats it.
+the ``jupyter_connauth`` loggers (and the drivers' and HTTP clients' loggers) before
+any other handler formats it.
 """
 
 from __future__ import annotations
@@ -197,11 +198,26 @@ class RedactingHandler(logging.Handler):
         return False
 
 
-def install_log_redaction(name: str = "jupyter_connauth") -> None:
-    """Put one :class:`RedactingHandler` on the package logger (idempotent)."""
-    logger = logging.getLogger(name)
-    if not any(isinstance(h, RedactingHandler) for h in logger.handlers):
-        logger.addHandler(RedactingHandler())
+#: Our loggers, and those of the libraries that see tokens (drivers, HTTP clients,
+#: OAuth): the warehouse drivers log the server's error text, token quotes included.
+LOGGERS = (
+    "jupyter_connauth",
+    "databricks",
+    "snowflake.connector",
+    "google",
+    "urllib3",
+    "httpx2",
+    "httpcore2",
+    "authlib",
+)
+
+
+def install_log_redaction(names: Iterable[str] = LOGGERS) -> None:
+    """Put one :class:`RedactingHandler` on each of these loggers (idempotent)."""
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, RedactingHandler) for h in logger.handlers):
+            logger.addHandler(RedactingHandler())
 
 
 install_log_redaction()
