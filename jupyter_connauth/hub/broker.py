@@ -64,13 +64,14 @@ class HubBroker(Broker):
                 )
         return await self.token(ident.name, name, expected_email=ident.email)
 
+    def _jwt_claims(self, ident: HubIdentity) -> dict[str, Any]:
+        """The claims the JWT subject is taken from (c.ConnAuth.jwt_subject_claim)."""
+        if self.config.jwt_subject_claim == "email":  # verified, or email_map / _template
+            return {"email": ident.email} if ident.email else {}
+        return ident.claims  # auth_state's user info, as the authenticator got it
+
     async def _mint_for(self, spec: ConnectionSpec, ident: HubIdentity) -> TokenGrant:
-        claim = self.config.jwt_subject_claim
-        if claim == "email":  # verified, or the admin's email_map / email_template
-            claims: dict[str, Any] = {"email": ident.email} if ident.email else {}
-        else:  # from auth_state's user info, as the authenticator got it from the IdP
-            claims = ident.claims
-        subject = jwt_subject(claims, claim, spec.name)
+        subject = jwt_subject(self._jwt_claims(ident), self.config.jwt_subject_claim, spec.name)
         jwt = await self.minter.amint(spec, subject)
         return TokenGrant(
             connection=spec.name,
@@ -90,8 +91,9 @@ class HubBroker(Broker):
             spec = self.connection(name)
         except ConnAuthError:
             return out
-        if spec.auth == "oauth-jwt" and ident.email:
-            out.update(status="authorized", authorized_as=ident.email, via="hub")
+        subject = self._jwt_claims(ident).get(self.config.jwt_subject_claim)
+        if spec.auth == "oauth-jwt" and isinstance(subject, str) and subject:
+            out.update(status="authorized", authorized_as=subject, via="hub")
         elif spec.auth in PASS_THROUGH and ident.login_token_valid(0):
             out.update(status="authorized", authorized_as=ident.email or ident.name, via="login")
         else:

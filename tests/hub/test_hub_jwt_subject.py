@@ -75,6 +75,7 @@ async def check_oid_subject(oid_broker: HubBroker, key: rsa.RSAPrivateKey) -> No
     assert not hasattr(grant, "flow_id")
     claims = pyjwt.decode(grant.access_token, key.public_key(), algorithms=["RS256"], audience=AUD)
     assert claims["sub"] == OID
+    assert oid_broker.status_for(ident, "sf")["authorized_as"] == OID
     assert claims["iss"] == "https://hub.example.com/services/connauth/"
     # a user whose authenticator gave no such claim gets none, whatever the email
     with pytest.raises(ConnAuthError) as e:
