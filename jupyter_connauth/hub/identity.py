@@ -21,6 +21,7 @@ from urllib.parse import quote
 import httpx2
 
 from ..core.errors import ConnAuthError
+from ..core.redact import remember
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ def identity_from_model(
             email = email_template.format(username=name)
     token = auth_state.get("access_token")
     login_token = token if isinstance(token, str) and token else None
+    remember(login_token)  # the exchanges' subject: masked in any text (core/redact.py)
     expires_at = jwt_expiry(login_token) if login_token else None
     response = auth_state.get("token_response")
     if expires_at is None and login_token and isinstance(response, dict):
