@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -95,7 +96,7 @@ async def diagnose(broker: Broker, user: str, name: str) -> list[dict[str, Any]]
     if spec.auth == "oauth-jwt":
         checks.append(_signing_check(broker))
         try:
-            key = broker.minter.private_key(spec)
+            key = await asyncio.to_thread(broker.minter.private_key, spec)  # parsing blocks
             fp = public_key_fingerprint(key)
             expected = spec.extra.get("jwt_public_key_fp")
             if expected and expected != fp:
