@@ -83,3 +83,23 @@ def test_log_records_are_rewritten_before_any_handler(caplog: pytest.LogCaptureF
     assert "refresh failed for alice: server quoted [redacted]" in text
     assert "boom with [redacted]" in text
     assert token not in text
+
+
+def test_warnings_still_reach_stderr_when_nothing_is_configured() -> None:
+    """As Python's last resort does for a process without logging configuration (a
+    kernel): the redacting handler must not swallow them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging\n"
+        "from jupyter_connauth.core.redact import remember\n"
+        "remember('opaque-value-0123456789')\n"
+        "logging.getLogger('jupyter_connauth.x').warning('refresh failed: %s', "
+        "'opaque-value-0123456789')\n"
+        "logging.getLogger('jupyter_connauth.x').info('not shown')\n"
+    )
+    err = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stderr
+    assert err.strip() == "refresh failed: [redacted]"
