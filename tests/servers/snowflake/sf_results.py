@@ -179,12 +179,22 @@ class ResultStore:
 
     # ---- serving
 
-    def serve(self, path: str, query: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    def serve(
+        self, path: str, query: bytes, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
         """(status, headers, body) for ``GET /__results__/<key>/<n>?<presigned params>``."""
         q = {k: v[0] for k, v in parse_qs(query.decode()).items()}
-        date, expires, sig = q.get("X-Amz-Date", ""), q.get("X-Amz-Expires", ""), q.get("X-Amz-Signature", "")
+        date, expires, sig = (
+            q.get("X-Amz-Date", ""),
+            q.get("X-Amz-Expires", ""),
+            q.get("X-Amz-Signature", ""),
+        )
         if not hmac.compare_digest(sig, self._signature(path, date, expires)):
-            return self._reject(403, "SignatureDoesNotMatch", "The request signature we calculated does not match the signature you provided.")
+            return self._reject(
+                403,
+                "SignatureDoesNotMatch",
+                "The request signature we calculated does not match the signature you provided.",
+            )
         try:
             signed_at = calendar.timegm(time.strptime(date, "%Y%m%dT%H%M%SZ"))
             expired = time.time() > signed_at + int(expires)
@@ -202,7 +212,11 @@ class ResultStore:
         if stored is None or blob is None:
             return self._reject(404, "NoSuchKey", "The specified key does not exist.")
         if headers.get(SSE_ALGORITHM) != "AES256" or headers.get(SSE_KEY) != stored.sse_key:
-            return self._reject(400, "InvalidArgument", "The provided encryption parameters did not match the ones used originally.")
+            return self._reject(
+                400,
+                "InvalidArgument",
+                "The provided encryption parameters did not match the ones used originally.",
+            )
         with self._lock:
             self.chunk_downloads += 1
             self.chunk_bytes_served += len(blob)
