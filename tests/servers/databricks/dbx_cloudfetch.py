@@ -152,5 +152,8 @@ class CloudFetchStore:
 
     def _reject(self, status: int, code: str, message: str) -> tuple[int, str, bytes]:
         self.stats.bump("cloudfetch_rejected")
-        body = f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>'
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+        )
         return status, "application/xml", body.encode()

@@ -12,9 +12,9 @@ import threading
 from typing import Any
 
 import dbx_engine as E
-from dbx_cloudfetch import CloudFetchStore
 import pyarrow as pa
 from databricks.sql.thrift_api.TCLIService import ttypes as T
+from dbx_cloudfetch import CloudFetchStore
 
 # The identity of the request being processed (set by the HTTP layer per request).
 current = threading.local()

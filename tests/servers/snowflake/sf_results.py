@@ -228,7 +228,10 @@ class ResultStore:
     def _reject(self, status: int, code: str, message: str) -> tuple[int, dict[str, str], bytes]:
         with self._lock:
             self.chunk_rejected += 1
-        body = f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>'
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+        )
         return status, {"content-type": "application/xml"}, body.encode()
 
 
