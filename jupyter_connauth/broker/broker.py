@@ -25,6 +25,7 @@ from .flows import ConsentFlows, FlowStart
 from .idp import IdPClient, OAuthProtocolError
 from .jwt_mint import JWTMinter
 from .passthrough import Exchanger, SubjectRejected
+from .principal import Principal
 from .registry import ConnectionRegistry
 from .store import TokenStore
 
@@ -162,7 +163,9 @@ class Broker:
         except SubjectRejected:
             self.store.drop_token(user, name, "grant_revoked")
             self.exchanger.forget(user, name)
-            return await self.flows.start(user, spec, "grant_revoked")
+            return await self.flows.start(
+                user, spec, "grant_revoked", expected_email=expected_email
+            )
         return TokenGrant(
             connection=name,
             access_token=exchanged.access_token,
@@ -204,7 +207,7 @@ class Broker:
         stored = self.store.get_token(user, name)
         reason = self._consent_reason(user, spec, stored)
         if reason is not None:
-            return await self.flows.start(user, spec, reason, expected_email)
+            return await self.flows.start(user, spec, reason, expected_email=expected_email)
         assert stored is not None and stored.record is not None
         record = stored.record
         if not record.expires_within(self.config.refresh_leeway):
@@ -212,7 +215,7 @@ class Broker:
         key = (user, name)
         task = self._inflight.get(key)
         if task is None:
-            task = asyncio.ensure_future(self._refresh(user, spec))
+            task = asyncio.ensure_future(self._refresh(user, spec, expected_email))
             self._inflight[key] = task
             task.add_done_callback(lambda _t: self._inflight.pop(key, None))
         return await asyncio.shield(task)
@@ -257,17 +260,21 @@ class Broker:
             grant=record.grant_id,
         )
 
-    async def _refresh(self, user: str, spec: ConnectionSpec) -> TokenGrant | FlowStart:
+    async def _refresh(
+        self, user: str, spec: ConnectionSpec, expected_email: str | None
+    ) -> TokenGrant | FlowStart:
         # Another process sharing the store (a hub service replica) may refresh too.
         async with self.store.refresh_lock(user, spec.name):
-            return await self._refresh_locked(user, spec)
+            return await self._refresh_locked(user, spec, expected_email)
 
-    async def _refresh_locked(self, user: str, spec: ConnectionSpec) -> TokenGrant | FlowStart:
+    async def _refresh_locked(
+        self, user: str, spec: ConnectionSpec, expected_email: str | None
+    ) -> TokenGrant | FlowStart:
         # Re-read: another refresher may have finished between our read and now.
         stored = self.store.get_token(user, spec.name)
         reason = self._consent_reason(user, spec, stored)
         if reason is not None:
-            return await self.flows.start(user, spec, reason)
+            return await self.flows.start(user, spec, reason, expected_email=expected_email)
         assert stored is not None and stored.record is not None
         old = stored.record
         if not old.expires_within(self.config.refresh_leeway):
@@ -288,7 +295,7 @@ class Broker:
                     spec.name,
                     user,
                 )
-                return await self.flows.start(user, spec, why)
+                return await self.flows.start(user, spec, why, expected_email=expected_email)
             fix = fix_for(e.error, e.description, redirect_uri=self.redirect_uri)
             return self._refresh_failed(
                 spec,
@@ -331,10 +338,31 @@ class Broker:
         reason: str = "user_request",
         *,
         expected_email: str | None = None,
+        switch_account: bool = False,
     ) -> FlowStart:
         self._check_config()
         spec = self.connection(name)
-        return await self.flows.start(user, spec, reason, expected_email)
+        return await self.flows.start(
+            user, spec, reason, expected_email=expected_email, switch_account=switch_account
+        )
+
+    # -- what the HTTP handlers call, with the host's principal ----------------------
+    async def token_for(self, who: Principal, name: str) -> TokenGrant | FlowStart:
+        """:meth:`token` for a principal: its email, when the host knows one, binds
+        every consent flow this starts (the refresh and pass-through paths included)."""
+        return await self.token(who.name, name, expected_email=who.email)
+
+    def status_for(self, who: Principal, name: str) -> dict[str, Any]:
+        return self.status(who.name, name)
+
+    async def authorize_for(
+        self, who: Principal, name: str, *, switch_account: bool = False
+    ) -> FlowStart:
+        """A consent flow the user asked for; ``switch_account`` lets it store a grant
+        of another IdP account than the current one's."""
+        return await self.authorize(
+            who.name, name, expected_email=who.email, switch_account=switch_account
+        )
 
     def flow_status(self, user: str, flow_id: str) -> Flow:
         flow = self.store.get_flow(flow_id)

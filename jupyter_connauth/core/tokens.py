@@ -104,6 +104,8 @@ class Flow:
     identity: str | None = None
     #: The email the user is known by (e.g. JupyterHub's): the IdP sign-in must match.
     expected_email: str | None = None
+    #: The user asked to sign in with another IdP account than the stored grant's.
+    switch_account: bool = False
 
     def __repr__(self) -> str:
         return (

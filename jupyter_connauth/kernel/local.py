@@ -25,9 +25,9 @@ from traitlets.config import Config
 from ..broker.broker import Broker, TokenGrant
 from ..broker.config import ConnAuth
 from ..broker.flows import FlowStart
-from ..broker.pages import CALLBACK_HEADERS, render_callback
 from ..broker.store import SQLiteTokenStore
 from ..core.crypto import CryptKeeper
+from ..web.pages import CALLBACK_HEADERS, render_callback
 from .client import AccessToken, ConsentNeeded, token_or_consent
 
 log = logging.getLogger(__name__)
