@@ -45,6 +45,7 @@ from ..core.errors import (
     ConsentRequired,
 )
 from .base import (
+    PANDAS_OPTIONS,
     ConnectionInfo,
     Connector,
     Credential,
@@ -352,7 +353,7 @@ def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
         pa.int64(): pd.Int64Dtype(),
         pa.bool_(): pd.BooleanDtype(),
     }
-    return table.to_pandas(types_mapper=nullable.get)
+    return table.to_pandas(types_mapper=nullable.get, **PANDAS_OPTIONS)
 
 
 def _field_type(field: Any) -> str:
