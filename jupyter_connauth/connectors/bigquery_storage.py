@@ -36,7 +36,7 @@ def read_client(client: Any, endpoint: str) -> Any:
         return bigquery_storage_v1.BigQueryReadClient(  # type: ignore[no-untyped-call]
             credentials=credentials, client_options={"api_endpoint": endpoint}
         )
-    import grpc  # type: ignore[import-untyped]
+    import grpc  # type: ignore[import-untyped,unused-ignore]
     from google.cloud.bigquery_storage_v1.services.big_query_read.transports import (
         BigQueryReadGrpcTransport,
     )
@@ -52,11 +52,12 @@ def read_client(client: Any, endpoint: str) -> Any:
 
 
 def _interceptor_class() -> type:
-    import grpc  # type: ignore[import-untyped]
+    import grpc  # type: ignore[import-untyped,unused-ignore]
 
-    class TokenMetadata(  # type: ignore[misc]
-        grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor
-    ):
+    unary: Any = grpc.UnaryUnaryClientInterceptor
+    stream: Any = grpc.UnaryStreamClientInterceptor
+
+    class TokenMetadata(unary, stream):  # type: ignore[misc]
         """Adds ``authorization: Bearer <token>`` from google-auth credentials to each call."""
 
         def __init__(self, credentials: Any) -> None:
