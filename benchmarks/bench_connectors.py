@@ -231,6 +231,7 @@ def child(spec: dict[str, Any]) -> None:
 def run_child(python: Path, spec: dict[str, Any]) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update(PLOOMBER_STATS_ENABLED="false", PLOOMBER_VERSION_CHECK_DISABLED="true")
+    env["PYTHONPATH"] = str(REPO)  # this checkout's package, not the one installed in .venv
     r = subprocess.run(
         [str(python), str(Path(__file__).resolve()), "--child", json.dumps(spec)],
         capture_output=True,
