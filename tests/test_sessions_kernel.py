@@ -58,8 +58,11 @@ def connections(warehouse: DatabricksServer) -> dict[str, Any]:
     return {"lake": lake(warehouse)}
 
 
-async def authorize(jp_fetch: Any, consent: Any, name: str, login: str) -> None:
-    answer = await api(jp_fetch, "connections", name, "authorize", method="POST")
+async def authorize(
+    jp_fetch: Any, consent: Any, name: str, login: str, *, switch_account: bool = False
+) -> None:
+    body = {"switch_account": True} if switch_account else None
+    answer = await api(jp_fetch, "connections", name, "authorize", method="POST", body=body)
     page = await consent(answer["authorize_url"], login)
     assert page.status_code == 200, page.text
 
@@ -92,7 +95,8 @@ async def test_reauthorize_as_another_account_changes_whoami(shell, jp_fetch, co
     await authorize(jp_fetch, consent, "lake", "alice")
     r = await shell.run("%sql_connector whoami lake")
     assert r.error_in_exec is None and "alice@example.com" in shell.text()
-    await authorize(jp_fetch, consent, "lake", "bob")  # Re-authorize in the sidebar
+    # Switch account in the sidebar
+    await authorize(jp_fetch, consent, "lake", "bob", switch_account=True)
     shell.outputs.clear()
     r = await shell.run("%sql_connector whoami lake")
     assert r.error_in_exec is None, r.error_in_exec

@@ -89,6 +89,6 @@ async def test_reauthorize_as_another_account_reaches_the_sidebars_session(
     first = await api(jp_fetch, "connections", "lake", "test", method="POST")
     assert first["whoami"]["user"] == "alice@example.com"
     # a consent completed in another tab: the server is not told, the grant changes
-    await authorize(jp_fetch, consent, "lake", "bob")
+    await authorize(jp_fetch, consent, "lake", "bob", switch_account=True)
     second = await api(jp_fetch, "connections", "lake", "test", method="POST")
     assert second["whoami"]["user"] == "bob@example.com"
