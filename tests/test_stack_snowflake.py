@@ -82,6 +82,12 @@ def snowflake(
 
 
 @pytest.fixture
+def connauth_config() -> dict[str, Any]:
+    # sales_jwt is minted by this single-user server: the admin's explicit opt-in
+    return {"allow_jwt_signing_as_user": True}
+
+
+@pytest.fixture
 def connections(
     snowflake: SnowflakeServer, broker_key: tuple[Path, rsa.RSAPrivateKey]
 ) -> dict[str, Any]:
