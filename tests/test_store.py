@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from jupyter_connauth.broker.store import SQLiteTokenStore
+from jupyter_connauth.broker.store import open_store
 from jupyter_connauth.core.crypto import CryptKeeper, keys_from_env
 from jupyter_connauth.core.errors import ConfigError
 from jupyter_connauth.core.tokens import TokenRecord
@@ -39,7 +39,7 @@ def keeper() -> CryptKeeper:
 
 
 def test_file_is_private_and_encrypted(tmp_path: Path, keeper: CryptKeeper) -> None:
-    store = SQLiteTokenStore(tmp_path / "s" / "tokens.sqlite3", keeper)
+    store = open_store(tmp_path / "s" / "tokens.sqlite3", keeper)
     store.put_token("alice", "sales", "fp1", record())
     assert stat.S_IMODE(os.stat(store.path).st_mode) == 0o600
     got = store.get_token("alice", "sales")
@@ -53,7 +53,7 @@ def test_file_is_private_and_encrypted(tmp_path: Path, keeper: CryptKeeper) -> N
 
 
 def test_users_are_kept_apart(tmp_path: Path, keeper: CryptKeeper) -> None:
-    store = SQLiteTokenStore(tmp_path / "t.sqlite3", keeper)
+    store = open_store(tmp_path / "t.sqlite3", keeper)
     store.put_token("alice", "sales", "fp", record(1))
     store.put_token("bob", "sales", "fp", record(2))
     alice = store.get_token("alice", "sales")
@@ -70,11 +70,11 @@ def test_users_are_kept_apart(tmp_path: Path, keeper: CryptKeeper) -> None:
 def test_key_rotation(tmp_path: Path) -> None:
     old, new = Fernet.generate_key(), Fernet.generate_key()
     path = tmp_path / "r.sqlite3"
-    SQLiteTokenStore(path, CryptKeeper([old])).put_token("alice", "sales", "fp", record())
-    rotated = SQLiteTokenStore(path, CryptKeeper([new, old]))
+    open_store(path, CryptKeeper([old])).put_token("alice", "sales", "fp", record())
+    rotated = open_store(path, CryptKeeper([new, old]))
     assert rotated.reencrypt() >= 1
     rotated.close()
-    only_new = SQLiteTokenStore(path, CryptKeeper([new]))
+    only_new = open_store(path, CryptKeeper([new]))
     got = only_new.get_token("alice", "sales")
     assert got is not None and got.record is not None
 
@@ -83,10 +83,10 @@ def test_wrong_key_means_consent_not_crash(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "w.sqlite3"
-    SQLiteTokenStore(path, CryptKeeper([Fernet.generate_key()])).put_token(
+    open_store(path, CryptKeeper([Fernet.generate_key()])).put_token(
         "alice", "sales", "fp", record()
     )
-    other = SQLiteTokenStore(path, CryptKeeper([Fernet.generate_key()]))
+    other = open_store(path, CryptKeeper([Fernet.generate_key()]))
     got = other.get_token("alice", "sales")
     assert got is not None and got.record is None
     assert "cannot be decrypted" in caplog.text
@@ -120,10 +120,10 @@ WRITER = textwrap.dedent(
     """
     import sys, time
     from cryptography.fernet import Fernet
-    from jupyter_connauth.broker.store import SQLiteTokenStore
+    from jupyter_connauth.broker.store import open_store
     from jupyter_connauth.core.crypto import CryptKeeper
     from jupyter_connauth.core.tokens import TokenRecord
-    store = SQLiteTokenStore(sys.argv[1], CryptKeeper([sys.argv[2].encode()]))
+    store = open_store(sys.argv[1], CryptKeeper([sys.argv[2].encode()]))
     print("go", flush=True)
     i = 0
     while True:
@@ -147,7 +147,7 @@ def test_kill_during_writes_leaves_complete_tokens(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         proc.stdout.close()
-        store = SQLiteTokenStore(path, CryptKeeper([key]))
+        store = open_store(path, CryptKeeper([key]))
         tokens = [store.get_token(f"user{i}", "sales") for i in range(50)]
         present = [t for t in tokens if t is not None]
         assert present, "the writer wrote nothing"

@@ -87,6 +87,14 @@ class ConnAuth(Configurable):
     refresh_leeway = Float(60.0, help="Refresh a token this many seconds before it expires.").tag(
         config=True
     )
+    refresh_leeway_fraction = Float(
+        0.5,
+        min=0.0,
+        max=1.0,
+        help="""At most this fraction of a token's lifetime is refresh leeway: a token is
+        refreshed min(refresh_leeway, fraction * lifetime) seconds before it expires, so a
+        short-lived token is refreshed once per lifetime, not on every request.""",
+    ).tag(config=True)
     flow_ttl = Float(600.0, help="Seconds a consent flow (its state) stays valid.").tag(config=True)
     http_timeout = Float(10.0, help="Timeout in seconds for every request to the IdP.").tag(
         config=True

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx2
 
-from jupyter_connauth.broker.store import SQLiteTokenStore
+from jupyter_connauth.broker.store import open_store
 from jupyter_connauth.core.crypto import CryptKeeper
 from jupyter_connauth.core.tokens import TokenRecord
 from tests.faults.server_ext.zz_connauth_faults import check_synthetic
@@ -88,6 +88,7 @@ class JupyterProc:
             "store_path": str(self.store_path),
             "connections": connection_config(),
             "refresh_leeway": self.refresh_leeway,
+            "refresh_leeway_fraction": 1.0,  # with the huge leeway: every call refreshes
             "http_timeout": 5,
         }
         (config_dir / "jupyter_server_config.json").write_text(
@@ -299,7 +300,7 @@ def check_store(
     decrypts with ``keys`` and is complete. Returns ``{(user, conn): updated_at}`` of the
     rows holding a token."""
     crypt = CryptKeeper(keys)
-    store = SQLiteTokenStore(path, crypt)  # the store opens (and recovers its WAL)
+    store = open_store(path, crypt)  # the store opens (and recovers its WAL)
     store.close()
     db = sqlite3.connect(str(path))
     try:
