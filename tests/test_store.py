@@ -154,3 +154,54 @@ def test_kill_during_writes_leaves_complete_tokens(tmp_path: Path) -> None:
         for t in present:
             assert t.record is not None and t.record.access_token.startswith("a" * 2000)
         store.close()
+
+
+KEY_STARTER = textwrap.dedent(
+    """
+    import hashlib, os, sys, time
+    from pathlib import Path
+    from jupyter_connauth.core.crypto import CryptKeeper
+    real_open = os.open
+    def slow_open(path, flags, *args, **kwargs):  # a slow (network) home directory
+        if flags & os.O_CREAT:
+            time.sleep(0.05)
+        return real_open(path, flags, *args, **kwargs)
+    os.open = slow_open
+    go = Path(sys.argv[2])
+    while not go.exists():
+        time.sleep(0.001)
+    keeper = CryptKeeper.from_env_or_file(Path(sys.argv[1]))
+    print(hashlib.sha256(b";".join(keeper.keys)).hexdigest(), flush=True)
+    """
+)
+
+
+def test_processes_starting_at_once_generate_one_key(tmp_path: Path) -> None:
+    """Servers and kernels of one user starting together (no key in the environment)
+    must not each generate a key, nor crash or read a half-written file."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("JUPYTER_CONNAUTH_CRYPT_KEY", "JUPYTERHUB_CRYPT_KEY")
+    }
+    for round_no in range(3):
+        key_file, go = tmp_path / f"r{round_no}" / "crypt.key", tmp_path / f"go{round_no}"
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", KEY_STARTER, str(key_file), str(go)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+            )
+            for _ in range(6)
+        ]
+        time.sleep(1.0)  # all of them waiting
+        go.touch()
+        outs = [p.communicate(timeout=60) for p in procs]
+        pairs = zip(procs, outs, strict=True)
+        errors = [err.decode()[-300:] for p, (_o, err) in pairs if p.returncode]
+        assert not errors, errors
+        digests = {out.strip() for out, _err in outs}
+        assert len(digests) == 1, f"round {round_no}: {len(digests)} different keys"
+        assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+        assert [p.name for p in key_file.parent.iterdir()] == ["crypt.key"]  # no leftovers
