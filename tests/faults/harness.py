@@ -56,6 +56,7 @@ class JupyterProc:
     port: int = field(default_factory=free_port)
     jupyter_token: str = field(default_factory=lambda: secrets.token_hex(24))
     refresh_leeway: float = 10**6  # every token is due: each Broker.token call refreshes
+    refresh_leeway_fraction: float = 1.0  # (all of the lifetime may be leeway)
     proc: subprocess.Popen[bytes] | None = None
     kernel_secret: str = ""
     starts: int = 0
@@ -88,7 +89,7 @@ class JupyterProc:
             "store_path": str(self.store_path),
             "connections": connection_config(),
             "refresh_leeway": self.refresh_leeway,
-            "refresh_leeway_fraction": 1.0,  # with the huge leeway: every call refreshes
+            "refresh_leeway_fraction": self.refresh_leeway_fraction,
             "http_timeout": 5,
         }
         (config_dir / "jupyter_server_config.json").write_text(
