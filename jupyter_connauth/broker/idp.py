@@ -34,7 +34,7 @@ def strip_query(url: str) -> str:
 #: OAuth errors and HTTP statuses that mean "try again later" (RFC 6749 5.2, RFC 8628 3.5).
 RETRYABLE_ERRORS = ("temporarily_unavailable", "slow_down")
 RETRYABLE_STATUSES = (429, 503)
-RETRY_FIX = "the stored token is kept; the next request after the pause retries"
+RETRY_FIX = "the stored token is kept; try again in a moment (after Retry-After seconds)"
 
 
 def retry_after(headers: httpx2.Headers | None, default: float = 5.0) -> float:
