@@ -94,6 +94,11 @@ class TokenStore(ABC):
         """The secret, or None when there is none or it cannot be decrypted with the
         configured keys (logged; :meth:`secret_unreadable` tells which)."""
 
+    #: True when a read never waits for the network or for another process (SQLite in
+    #: WAL mode: readers do not wait for writers): the broker then reads on the event
+    #: loop, which costs less than a hop to a thread. Writes always go to a thread.
+    reads_are_local: bool = False
+
     def secret_unreadable(self, name: str) -> bool:
         """True if a secret of that name is stored but cannot be decrypted."""
         return False

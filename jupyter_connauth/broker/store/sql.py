@@ -85,6 +85,7 @@ class SQLTokenStore(TokenStore):
         url = make_url(db_url)
         self.url = url
         self.is_sqlite = url.get_backend_name() == "sqlite"
+        self.reads_are_local = self.is_sqlite
         self.path: Path | None = None
         if self.is_sqlite:
             database = url.database or ""
