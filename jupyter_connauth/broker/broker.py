@@ -1,7 +1,9 @@
 """The broker: hands each user fresh tokens for their connections.
 
-It is the only refresher of the token store, so refresh is single-flight per
-(user, connection) and rotating refresh tokens never race.
+Brokers are the only refreshers of the token store. A refresh is single-flight per
+(user, connection) within a process (one task) and across every process sharing the
+store (the row's lease, see :meth:`Broker._refresh`), so rotating refresh tokens never
+race.
 """
 
 from __future__ import annotations
