@@ -425,8 +425,10 @@ def bench_select1(wh: Warehouse, budget_s: float) -> dict[str, Any]:
     s2 = wh.sessions()
     raw(wh.select1)
     r2 = wh.requests()
-    connector = runner.sessions["sales"].connector
+    from jupyter_connauth.connectors import get_connector
     from jupyter_connauth.connectors.base import ConnectionInfo, Credential
+
+    connector = get_connector(wh.info()["connector"])
 
     conn = connector.connect(  # its own connection, like the raw path's
         ConnectionInfo.from_json(wh.info()), Credential(wh.token, time.time() + 3000)
@@ -775,9 +777,9 @@ def main() -> int:
         "one Arrow rowset), a Thrift warehouse on DuckDB (Databricks, results inline, no "
         "CloudFetch), bqemulator (BigQuery, REST JSON pages).",
         "SELECT 1: one process; the three paths take turns, medians over the iterations. "
-        "`Runner.query` = the kernel path minus the magic: session reused while the "
-        "credential is fresh (the broker, a "
-        "static stand-in here, is not asked again), then `connector.query_pandas`. Target: "
+        "`Runner.query` = the kernel path minus the magic: the broker (a static stand-in "
+        "here) asked for the grant, the session reused while the grant is the same, then "
+        "`connector.query_pandas`. Target: "
         f"Runner ≤ {RATIO_TARGET:.2f}× raw.",
         "SELECT 1 on the local Snowflake and Databricks servers has a fast mode (a few ms) "
         "and a mode ≈ 40 ms slower (it looks like a TCP delayed-ACK stall between driver and "
@@ -796,9 +798,10 @@ def main() -> int:
         "buffers count; target ≤ 2× our DataFrame's `memory_usage(deep=True)`.",
         "BigQuery is measured with 100,000 rows, not 1M: bqemulator serves query results as "
         "REST JSON pages (the Storage Read API does not serve query results), ≈ 65 s per "
-        "1M rows (PERF-NOTES), so time there is mostly the server and JSON parsing.",
+        "1M rows with the raw driver here, so time there is mostly the server and JSON parsing.",
         "Databricks: databricks-sql-connector 4.9.0 formats each Thrift response for a "
-        "debug log whatever the level (PERF-NOTES), in every path alike.",
+        "debug log whatever the level (`thrift_backend.py`, `attempt_request`), in every "
+        "path alike.",
         "JupySQL 0.11.1 in `.cache/envs/jupysql` with snowflake-sqlalchemy, "
         "databricks-sqlalchemy and sqlalchemy-bigquery; connect_args carry the local "
         "host/port/protocol (Snowflake), the Thrift URI and CA (Databricks), and a "

@@ -407,7 +407,8 @@ def profile(pid: int, seconds: int, run_load: Any) -> tuple[int, list[tuple[str,
     for label, markers in categories:
         n = sum(c for s, c in stacks if any(m in s for m in markers))
         shares.append((label, 100.0 * n / total))
-    outside = sum(c for s, c in stacks if "hub/handlers.py" not in s)
+    handlers = ("hub/handlers.py", "web/handlers.py")  # the hub's base, the shared handlers
+    outside = sum(c for s, c in stacks if not any(h in s for h in handlers))
     shares.append(("outside the handlers (Tornado HTTP, asyncio)", 100.0 * outside / total))
     return total, shares
 

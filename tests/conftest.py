@@ -133,13 +133,13 @@ def kernel_env(jp_serverapp: Any, jp_fetch: Any) -> dict[str, str]:
 
 
 @pytest.fixture
-def consent(jp_fetch: Any) -> Callable[..., Any]:
+def consent(jp_fetch: Any, jp_auth_header: dict[str, str]) -> Callable[..., Any]:
     """Log in at the IdP for an authorize URL and follow the redirect to our callback,
-    like a browser with no Jupyter cookie."""
+    like the owner's browser, signed in to Jupyter (the callback requires it)."""
 
     async def run(authorize_url: str, login: str = "alice", **kw: Any) -> httpx2.Response:
         callback_url = await asyncio.to_thread(headless_login, authorize_url, login, **kw)
-        async with httpx2.AsyncClient(timeout=30) as http:
+        async with httpx2.AsyncClient(timeout=30, headers=jp_auth_header) as http:
             return await http.get(callback_url)
 
     return run
@@ -156,13 +156,16 @@ def caplog_all(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 
 
 @pytest.fixture
-def shell(kernel_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def shell(
+    kernel_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, jp_auth_header: dict[str, str]
+) -> Iterator[Any]:
     """An IPython shell whose kernel environment points at the test server's broker."""
     from IPython.core.interactiveshell import InteractiveShell
 
     from tests.ipython_shell import Shell
 
     s = Shell(kernel_env, monkeypatch)
+    s.browser_headers = jp_auth_header  # the user's browser is signed in to Jupyter
     yield s
     magics = s.ip.magics_manager.registry.pop("ConnAuthMagics", None)
     if magics is not None and magics._runner is not None:

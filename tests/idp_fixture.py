@@ -300,7 +300,8 @@ class TestIdP:
 
     def set_runtime(self, **changes: Any) -> dict[str, Any]:
         """Change runtime settings: delay_ms, fail_token_endpoint, fail_times,
-        garbage, access_token_ttl, narrow_scopes.  Returns the new settings."""
+        garbage, access_token_ttl, narrow_scopes, reject_subject_tokens.  Returns the
+        new settings."""
         return self._request("POST", "/__test__/config", changes)
 
     def revoke_grants(self, account: str | None = None) -> int:

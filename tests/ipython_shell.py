@@ -42,13 +42,17 @@ class Shell:
         return result
 
 
-async def sign_in_when_asked(shell: Shell, login: str = "alice") -> str:
-    """Wait for the balloon's link, then do what the user does in the popup."""
+async def sign_in_when_asked(
+    shell: Shell, login: str = "alice", headers: dict[str, str] | None = None
+) -> str:
+    """Wait for the balloon's link, then do what the user does in the popup (in a
+    browser signed in to Jupyter: ``shell.browser_headers``, or ``headers``)."""
     for _ in range(200):
         m = re.search(r"(http://127\.0\.0\.1:\d+/auth\?\S+)", shell.text())
         if m:
             callback = await asyncio.to_thread(headless_login, m.group(1), login)
-            async with httpx2.AsyncClient() as http:
+            headers = headers or getattr(shell, "browser_headers", None)
+            async with httpx2.AsyncClient(headers=headers) as http:
                 page = await http.get(callback)
             assert page.status_code == 200, page.text
             return callback

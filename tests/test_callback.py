@@ -22,9 +22,15 @@ async def start(jp_fetch: Any, name: str = "sales") -> dict[str, Any]:
     return answer
 
 
-async def get(url: str) -> httpx2.Response:
-    async with httpx2.AsyncClient(timeout=30) as http:
-        return await http.get(url)
+@pytest.fixture
+def get(jp_auth_header: dict[str, str]) -> Any:
+    """GET as the owner's browser, signed in to Jupyter."""
+
+    async def run(url: str) -> httpx2.Response:
+        async with httpx2.AsyncClient(timeout=30, headers=jp_auth_header) as http:
+            return await http.get(url)
+
+    return run
 
 
 def stored(broker: Any, user: str = "alice", name: str = "sales") -> Any:
@@ -32,7 +38,7 @@ def stored(broker: Any, user: str = "alice", name: str = "sales") -> Any:
     return None if row is None else row.record
 
 
-async def test_replayed_state_is_rejected(jp_fetch, broker):
+async def test_replayed_state_is_rejected(jp_fetch, broker, get):
     answer = await start(jp_fetch)
     callback = await asyncio.to_thread(headless_login, answer["authorize_url"])
     assert (await get(callback)).status_code == 200
@@ -43,7 +49,7 @@ async def test_replayed_state_is_rejected(jp_fetch, broker):
     assert stored(broker) == token_before  # the replay changed nothing
 
 
-async def test_forged_and_missing_state(redirect_uri, jp_fetch, broker):
+async def test_forged_and_missing_state(redirect_uri, jp_fetch, broker, get):
     forged = await get(f"{redirect_uri}?{urlencode({'code': 'abc', 'state': 'forged'})}")
     assert forged.status_code == 400 and "unknown" in forged.text
     missing = await get(f"{redirect_uri}?code=abc")
@@ -60,7 +66,7 @@ async def test_state_of_another_user_is_rejected(jp_fetch, broker):
     assert stored(broker) is None and stored(broker, "mallory") is None
 
 
-async def test_access_denied_shows_fix_and_fails_flow(jp_fetch, broker):
+async def test_access_denied_shows_fix_and_fails_flow(jp_fetch, broker, get):
     answer = await start(jp_fetch)
     callback = await asyncio.to_thread(headless_login, answer["authorize_url"], abort=True)
     page = await get(callback)
@@ -84,7 +90,7 @@ async def test_access_denied_shows_fix_and_fails_flow(jp_fetch, broker):
         ),
     ],
 )
-async def test_idp_errors_map_to_fixes(jp_fetch, idp, error, description, fix):
+async def test_idp_errors_map_to_fixes(jp_fetch, idp, error, description, fix, get):
     answer = await start(jp_fetch)
     params = {"error": error, "state": query(answer["authorize_url"])["state"]}
     if description:
@@ -98,7 +104,7 @@ async def test_idp_errors_map_to_fixes(jp_fetch, idp, error, description, fix):
     assert flow["status"] == "failed" and fix in flow["fix"]
 
 
-async def test_issuer_mismatch_is_rejected(jp_fetch, broker):
+async def test_issuer_mismatch_is_rejected(jp_fetch, broker, get):
     answer = await start(jp_fetch)
     callback = await asyncio.to_thread(headless_login, answer["authorize_url"])
     params = query(callback)
@@ -121,14 +127,14 @@ async def test_issuer_mismatch_is_rejected(jp_fetch, broker):
     ],
     ids=["repeated", "oversized", "bad-utf8", "nul", "html-injection", "empty"],
 )
-async def test_malformed_callbacks_are_4xx(redirect_uri, jp_fetch, raw_query):
+async def test_malformed_callbacks_are_4xx(redirect_uri, jp_fetch, raw_query, get):
     page = await get(f"{redirect_uri}?{raw_query}")
     assert 400 <= page.status_code < 500
     assert "<script>alert" not in page.text
     assert "Traceback" not in page.text
 
 
-async def test_callback_page_escapes_and_holds_no_code(jp_fetch, broker):
+async def test_callback_page_escapes_and_holds_no_code(jp_fetch, broker, get):
     answer = await start(jp_fetch)
     callback = await asyncio.to_thread(headless_login, answer["authorize_url"])
     page = await get(callback)
@@ -155,7 +161,7 @@ class TestNarrowedScopes:
             }
         }
 
-    async def test_scope_mismatch_stores_nothing(self, jp_fetch, broker):
+    async def test_scope_mismatch_stores_nothing(self, jp_fetch, broker, get):
         answer = await start(jp_fetch)
         callback = await asyncio.to_thread(headless_login, answer["authorize_url"])
         page = await get(callback)
@@ -172,7 +178,7 @@ class TestShortFlows:
     def connauth_config(self) -> dict[str, Any]:
         return {"flow_ttl": 1}
 
-    async def test_expired_state_is_rejected(self, jp_fetch, broker):
+    async def test_expired_state_is_rejected(self, jp_fetch, broker, get):
         answer = await start(jp_fetch)
         callback = await asyncio.to_thread(headless_login, answer["authorize_url"])
         await asyncio.sleep(max(0.0, answer["expires_at"] - time.time() + 0.1))
@@ -189,7 +195,7 @@ class TestShortFlows:
         assert flow["status"] == "failed" and flow["error"] == "expired_state"
 
 
-async def test_someone_else_signing_in_with_the_link_is_refused(jp_fetch, broker):
+async def test_someone_else_signing_in_with_the_link_is_refused(jp_fetch, broker, get):
     """On a hub the broker knows the user's email: a different IdP account is refused."""
     started = await broker.token("alice", "sales", expected_email="Alice@Example.com")
     callback = await asyncio.to_thread(headless_login, started.authorize_url, "mallory")
@@ -200,3 +206,19 @@ async def test_someone_else_signing_in_with_the_link_is_refused(jp_fetch, broker
     ok = await broker.token("alice", "sales", expected_email="alice@example.com")
     page = await get(await asyncio.to_thread(headless_login, ok.authorize_url, "alice"))
     assert page.status_code == 200 and stored(broker) is not None
+
+
+class TestNoEmailAnywhere:
+    """The host knows the user's email (a hub) but the IdP says none: the page says
+    how to make the IdP send it, not that someone else signed in."""
+
+    @pytest.fixture
+    def connauth_config(self) -> dict[str, Any]:
+        return {"identity_scopes": ["openid"]}  # no email claim in the ID token
+
+    async def test_the_fix_names_the_missing_claim(self, jp_fetch, broker, get):
+        started = await broker.token("alice", "sales", expected_email="alice@example.com")
+        page = await get(await asyncio.to_thread(headless_login, started.authorize_url))
+        assert page.status_code == 400
+        assert "said no email" in page.text and "optional claim" in page.text
+        assert stored(broker) is None

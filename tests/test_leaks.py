@@ -23,11 +23,12 @@ class Page:
         self.content = content
 
 
-async def get(url: str) -> Page:
-    """The browser following the IdP's redirect (tornado's client: it logs no URLs)."""
+async def get(url: str, headers: dict[str, str] | None = None) -> Page:
+    """The browser following the IdP's redirect (tornado's client: it logs no URLs),
+    signed in to Jupyter with ``headers``."""
     from tornado.httpclient import AsyncHTTPClient
 
-    resp = await AsyncHTTPClient().fetch(url, raise_error=False)
+    resp = await AsyncHTTPClient().fetch(url, headers=headers, raise_error=False)
     return Page(resp.code, resp.body)
 
 
@@ -52,7 +53,12 @@ def jp_server_config(jp_server_config: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_no_secret_in_logs_answers_or_store(
-    jp_fetch, broker, store_path: Path, caplog: pytest.LogCaptureFixture, capfd: Any
+    jp_fetch,
+    broker,
+    store_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capfd: Any,
+    jp_auth_header: dict[str, str],
 ):
     caplog.set_level(logging.DEBUG)
     secrets: list[str] = [CLIENT_SECRET]
@@ -61,10 +67,10 @@ async def test_no_secret_in_logs_answers_or_store(
     first = await api(jp_fetch, "connections", "sales", "token", method="POST")
     callback = await asyncio.to_thread(headless_login, first["authorize_url"])
     secrets += [query(callback)["code"]]
-    page = await get(callback)
+    page = await get(callback, jp_auth_header)
     assert page.status_code == 200
     answers.append(page.content)
-    replay = await get(callback)  # a logged failure, with the code in its URL
+    replay = await get(callback, jp_auth_header)  # a logged failure, with the code in its URL
     answers.append(replay.content)
 
     rec = broker.store.get_token("alice", "sales").record

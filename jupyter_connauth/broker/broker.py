@@ -33,6 +33,7 @@ from .flows import ConsentFlows, FlowStart
 from .idp import IdPClient, OAuthProtocolError
 from .jwt_mint import JWTMinter
 from .passthrough import Exchanger, SubjectRejected
+from .principal import Principal
 from .registry import ConnectionRegistry
 from .store import TokenStore
 
@@ -70,6 +71,8 @@ class TokenGrant:
     identity: str | None
     warning: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Which grant the token comes from: changes on revoke, re-authorize, scope edits.
+    grant: str = ""
 
     def __repr__(self) -> str:
         return f"TokenGrant(connection={self.connection!r}, expires_at={self.expires_at!r})"
@@ -83,6 +86,7 @@ class TokenGrant:
             "expires_at": self.expires_at,
             "identity": self.identity,
             "warning": self.warning,
+            "grant": self.grant,
         }
         out.update((k, v) for k, v in self.extra.items() if k != "email")
         return out
@@ -181,7 +185,9 @@ class Broker:
         except SubjectRejected:
             self.store.drop_token(user, name, "grant_revoked")
             self.exchanger.forget(user, name)
-            return await self.flows.start(user, spec, "grant_revoked")
+            return await self.flows.start(
+                user, spec, "grant_revoked", expected_email=expected_email
+            )
         return TokenGrant(
             connection=name,
             access_token=exchanged.access_token,
@@ -190,6 +196,7 @@ class Broker:
             identity=result.identity,
             warning=result.warning,
             extra={"info": spec.kernel_info(), "kind": "oauth"},
+            grant=result.grant,
         )
 
     def _mint(self, spec: ConnectionSpec, grant: TokenGrant) -> TokenGrant:
@@ -211,6 +218,7 @@ class Broker:
             identity=grant.identity,
             warning=grant.warning,
             extra={"info": spec.kernel_info(), "kind": "jwt"},
+            grant=grant.grant,
         )
 
     async def _stored_grant(
@@ -221,7 +229,7 @@ class Broker:
         stored = await self._read(self.store.get_token, user, name)
         reason = await self._consent_reason(user, spec, stored)
         if reason is not None:
-            return await self.flows.start(user, spec, reason, expected_email)
+            return await self.flows.start(user, spec, reason, expected_email=expected_email)
         assert stored is not None and stored.record is not None
         record = stored.record
         if not self._due(record):
@@ -229,7 +237,7 @@ class Broker:
         key = (user, name)
         task = self._inflight.get(key)
         if task is None:
-            task = asyncio.ensure_future(self._refresh(user, spec))
+            task = asyncio.ensure_future(self._refresh(user, spec, expected_email))
             self._inflight[key] = task
             task.add_done_callback(lambda _t: self._inflight.pop(key, None))
         return await asyncio.shield(task)
@@ -294,9 +302,12 @@ class Broker:
                 "kind": "oauth",
                 "email": record.identity.get("email"),
             },
+            grant=record.grant_id,
         )
 
-    async def _refresh(self, user: str, spec: ConnectionSpec) -> TokenGrant | FlowStart:
+    async def _refresh(
+        self, user: str, spec: ConnectionSpec, expected_email: str | None
+    ) -> TokenGrant | FlowStart:
         """Refresh once across every process sharing the store (two servers, a server
         and an in-kernel broker, hub replicas): the one that takes the row's lease asks
         the IdP, the others poll the row until the new token is stored (as waiters in
@@ -309,7 +320,7 @@ class Broker:
             stored = await self._read(self.store.get_token, user, spec.name)
             reason = await self._consent_reason(user, spec, stored)
             if reason is not None:
-                return await self.flows.start(user, spec, reason)
+                return await self.flows.start(user, spec, reason, expected_email=expected_email)
             assert stored is not None and stored.record is not None
             old = stored.record
             if not self._due(old) or not old.refresh_token:
@@ -327,14 +338,14 @@ class Broker:
             if not await self._io(self.store.take_lease, *args):
                 continue  # another process took it, or the row changed: read again
             try:
-                result = await self._refresh_locked(user, spec, stored)
+                result = await self._refresh_locked(user, spec, stored, expected_email)
             finally:
                 await self._io(self.store.release_lease, user, spec.name, holder)
             if result is not None:
                 return result
 
     async def _refresh_locked(
-        self, user: str, spec: ConnectionSpec, stored: StoredToken
+        self, user: str, spec: ConnectionSpec, stored: StoredToken, expected_email: str | None
     ) -> TokenGrant | FlowStart | None:
         """The IdP round trip, under the row's lease. None: the row changed meanwhile
         (another process stored a token or dropped it); the caller reads it again."""
@@ -364,7 +375,7 @@ class Broker:
                     spec.name,
                     user,
                 )
-                return await self.flows.start(user, spec, why)
+                return await self.flows.start(user, spec, why, expected_email=expected_email)
             fix = fix_for(e.error, e.description, redirect_uri=self.redirect_uri)
             return self._refresh_failed(
                 spec,
@@ -417,10 +428,31 @@ class Broker:
         reason: str = "user_request",
         *,
         expected_email: str | None = None,
+        switch_account: bool = False,
     ) -> FlowStart:
         self._check_config()
         spec = self.connection(name)
-        return await self.flows.start(user, spec, reason, expected_email)
+        return await self.flows.start(
+            user, spec, reason, expected_email=expected_email, switch_account=switch_account
+        )
+
+    # -- what the HTTP handlers call, with the host's principal ----------------------
+    async def token_for(self, who: Principal, name: str) -> TokenGrant | FlowStart:
+        """:meth:`token` for a principal: its email, when the host knows one, binds
+        every consent flow this starts (the refresh and pass-through paths included)."""
+        return await self.token(who.name, name, expected_email=who.email)
+
+    def status_for(self, who: Principal, name: str) -> dict[str, Any]:
+        return self.status(who.name, name)
+
+    async def authorize_for(
+        self, who: Principal, name: str, *, switch_account: bool = False
+    ) -> FlowStart:
+        """A consent flow the user asked for; ``switch_account`` lets it store a grant
+        of another IdP account than the current one's."""
+        return await self.authorize(
+            who.name, name, expected_email=who.email, switch_account=switch_account
+        )
 
     def flow_status(self, user: str, flow_id: str) -> Flow:
         flow = self.store.get_flow(flow_id)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
-from traitlets import Bool, Dict, Float, List, Unicode, default
+from traitlets import Bool, Dict, Float, Int, List, Unicode, default
 from traitlets.config import Configurable
 
 
@@ -96,6 +96,16 @@ class ConnAuth(Configurable):
         short-lived token is refreshed once per lifetime, not on every request.""",
     ).tag(config=True)
     flow_ttl = Float(600.0, help="Seconds a consent flow (its state) stays valid.").tag(config=True)
+    warehouse_session_idle_timeout = Float(
+        600.0,
+        help="Seconds an idle warehouse session of the sidebar's Test and browse stays "
+        "open before it is closed.",
+    ).tag(config=True)
+    warehouse_session_max = Int(
+        100,
+        help="At most this many warehouse sessions for the sidebar's Test and browse; "
+        "the least recently used beyond it are closed.",
+    ).tag(config=True)
     http_timeout = Float(10.0, help="Timeout in seconds for every request to the IdP.").tag(
         config=True
     )

@@ -1,4 +1,6 @@
-"""What to do about each error an IdP can send (the seed docs' troubleshooting table)."""
+"""What to do about each error an IdP can send: OAuth and OpenID error codes (RFC 6749,
+OpenID Connect Core 3.1.2.6, RFC 8707) and Entra ID's AADSTS codes, each with the fix
+users see beside the error."""
 
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ from ..core.connections import ConnectionSpec
 from ..core.errors import FlowError, IdPUnavailable, ScopeMismatch
 from ..core.scopes import missing_scopes
 from ..core.tokens import REASON_TEXT, Flow, TokenRecord
+from .account import add_userinfo, check_expected_email, check_same_account, identity_from_claims
 from .fixes import fix_for
 from .idp import IdPClient, OAuthProtocolError
 from .store import TokenStore
@@ -75,8 +76,17 @@ class ConsentFlows:
         return {"resource": resource} if resource else {}
 
     async def start(
-        self, user: str, spec: ConnectionSpec, reason: str, expected_email: str | None = None
+        self,
+        user: str,
+        spec: ConnectionSpec,
+        reason: str,
+        *,
+        expected_email: str | None,
+        switch_account: bool = False,
     ) -> FlowStart:
+        """A new flow for ``user``. ``expected_email`` is keyword-only and required, so
+        no path that starts a flow can drop the host's identity of the user; the stored
+        grant's IdP account is checked at the callback unless ``switch_account``."""
         now = time.time()
         self.store.purge_flows(now - self.ttl)
         state = secrets.token_urlsafe(32)
@@ -87,6 +97,10 @@ class ConsentFlows:
         if "offline_access" in scopes:
             # OIDC Core 11: offline_access needs prompt=consent for a refresh token.
             extra.setdefault("prompt", "consent")
+        if switch_account:
+            # OIDC Core 3.1.2.1: prompt=login makes the IdP ask who signs in, even with
+            # a session for the current account.
+            extra["prompt"] = " ".join(dict.fromkeys(["login", *extra.get("prompt", "").split()]))
         url = await self.idp.authorization_url(
             redirect_uri=self.redirect_uri,
             scopes=scopes,
@@ -108,6 +122,7 @@ class ConsentFlows:
             expires_at=now + self.ttl,
             reason=reason,
             expected_email=expected_email,
+            switch_account=switch_account,
         )
         self.store.put_flow(flow)
         return FlowStart(flow, url)
@@ -130,8 +145,11 @@ class ConsentFlows:
     ) -> Flow:
         """Handle the IdP's redirect. Returns the completed flow or raises FlowError.
 
-        ``caller`` is the Jupyter user of the browser request when known; a flow started
-        by someone else is refused. ``spec_for`` maps a connection name to its spec.
+        ``caller`` is the user whose browser session brought the request (the hosts
+        send a browser without one through their login first; None only where a hub
+        admin turned that off); a flow started by someone else is refused. The IdP
+        account must match the host's email of the user and the stored grant's
+        subject (:mod:`.account`). ``spec_for`` maps a connection name to its spec.
         """
         for key, value in params.items():
             if len(value) > MAX_PARAM_LENGTH:
@@ -286,31 +304,16 @@ class ConsentFlows:
                         code="invalid_id_token",
                     ),
                 ) from None
-            for claim in ("sub", "email", "preferred_username", "upn", "name", "iss"):
-                value = claims.get(claim)
-                if isinstance(value, str):
-                    identity[claim] = value
-            if "email" not in identity and claims.get("email_verified") is not False:
-                alt = identity.get("upn") or identity.get("preferred_username")
-                if alt and "@" in alt:
-                    identity["email"] = alt
-            if claims.get("email_verified") is False:
-                identity.pop("email", None)
-
-        expected = (flow.expected_email or "").lower()
-        if expected and identity.get("email", "").lower() != expected:
-            # Someone else signed in with this user's link: their token must not land here.
-            raise self._fail(
-                flow,
-                FlowError(
-                    f"You signed in at the identity provider as "
-                    f"{identity.get('email') or 'an account without an email'}, but this "
-                    f"authorization belongs to {expected}.",
-                    "sign in at the identity provider with the same account you use for "
-                    "Jupyter, then authorize again",
-                    code="identity_mismatch",
-                ),
-            )
+            identity = identity_from_claims(claims)
+            if "email" not in identity and identity.get("sub"):
+                info = await self.idp.userinfo(resp.access_token)
+                if info is not None:
+                    add_userinfo(identity, info)
+        try:
+            check_expected_email(flow, identity)
+            check_same_account(flow, self.store.get_token(flow.user, flow.connection), identity)
+        except FlowError as e:
+            raise self._fail(flow, e) from None
         missing = missing_scopes(spec.consent_scopes, resp.scope)
         if missing:
             raise self._fail(
@@ -330,6 +333,7 @@ class ConsentFlows:
             token_type=resp.token_type,
             scope=resp.scope,
             identity=identity,
+            grant_id=secrets.token_urlsafe(12),
         )
         self.store.put_token(flow.user, flow.connection, spec.fingerprint, record)
         flow.status = "complete"

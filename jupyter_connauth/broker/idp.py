@@ -1,4 +1,4 @@
-"""Talking to the IdP: discovery, JWKS, the token endpoint and revocation.
+"""Talking to the IdP: discovery, JWKS, the token endpoint, UserInfo and revocation.
 
 Every request goes through one injectable httpx2 transport. Errors come out as
 :class:`IdPUnavailable` (no answer, 5xx, garbage) or :class:`OAuthProtocolError`
@@ -334,6 +334,42 @@ class IdPClient:
             log.warning("jupyter-connauth: revocation at %s failed", strip_query(endpoint))
             return False
         return bool(resp.status_code == 200)
+
+    async def userinfo(self, access_token: str) -> dict[str, Any] | None:
+        """The UserInfo endpoint's claims for a fresh access token (OpenID Connect Core 5.3).
+
+        Core 5.4: with the code flow an IdP may return the ``email`` scope's claims from
+        UserInfo only, not in the ID token. None when discovery names no endpoint, or it
+        refuses this token (Entra's tokens for a warehouse are not Graph tokens) or
+        answers something other than JSON (a signed UserInfo JWT is not read here).
+        """
+        meta = await self.metadata()
+        endpoint = meta.get("userinfo_endpoint")
+        if not isinstance(endpoint, str) or not endpoint:
+            return None
+        try:
+            resp = await self._http.get(
+                endpoint, headers={"Authorization": f"Bearer {access_token}"}
+            )
+        except httpx2.HTTPError as e:
+            log.warning(
+                "jupyter-connauth: UserInfo at %s failed (%s)",
+                strip_query(endpoint),
+                type(e).__name__,
+            )
+            return None
+        if resp.status_code != 200:
+            log.info(
+                "jupyter-connauth: UserInfo at %s answered HTTP %s for this token",
+                strip_query(endpoint),
+                resp.status_code,
+            )
+            return None
+        try:
+            data = resp.json()
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
 
     async def verify_id_token(self, id_token: str, nonce: str) -> dict[str, Any]:
         """Signature (JWKS), issuer, audience, expiry and nonce of an ID token."""

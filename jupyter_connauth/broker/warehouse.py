@@ -1,8 +1,10 @@
 """Warehouse calls made by the broker itself: the sidebar's Test and browse tree.
 
-The same connectors as in kernels, run on worker threads (drivers block), with one
-driver session per (user, connection) reused while its credential is valid. The
-credential comes from ``token(user, name)``: ``Broker.token`` by default; the hub
+The same connectors and the same :class:`SessionManager` as in kernels, run on worker
+threads (drivers block): one driver session per (user, connection), opened once for
+concurrent calls, used by one thread at a time, reopened when the grant changes,
+closed after ``warehouse_session_idle_timeout`` and beyond ``warehouse_session_max``.
+Every call asks ``token(user, name)`` first: ``Broker.token`` by default; the hub
 service passes its own (``HubBroker.token_for`` with the hub's identity of the user).
 """
 
@@ -10,29 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..connectors import get_connector
 from ..connectors.base import ConnectionInfo, Connector, Credential
+from ..connectors.sessions import Lease, SessionManager, test_sql
 from ..core.errors import ConnAuthError
 from .broker import Broker, TokenGrant
 from .flows import FlowStart
 
-REUSE_MARGIN = 60.0
-_TEST_SQL = {"snowflake": "SELECT 1 AS OK"}
-
 TokenSource = Callable[[str, str], Awaitable[TokenGrant | FlowStart]]
 
 
-@dataclass
-class _Session:
-    connector: Connector
-    info: ConnectionInfo
-    conn: Any
-    credential: Credential
+def lease_of(grant: TokenGrant) -> Lease:
+    info = ConnectionInfo.from_json(grant.extra["info"])
+    kind: Literal["oauth", "jwt"] = "jwt" if grant.extra.get("kind") == "jwt" else "oauth"
+    cred = Credential(grant.access_token, grant.expires_at, kind, grant.identity)
+    return Lease(info, cred, grant.grant)
 
 
 class WarehouseCalls:
@@ -42,55 +40,39 @@ class WarehouseCalls:
         self.broker = broker
         self.token: TokenSource = token or broker.token
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="connauth-wh")
-        self._sessions: dict[tuple[str, str], _Session] = {}
+        config = broker.config
+        self.sessions = SessionManager(
+            idle_timeout=float(config.warehouse_session_idle_timeout),
+            max_sessions=int(config.warehouse_session_max),
+            closer=self._pool.submit,
+        )
+        self._sweeper: asyncio.Task[None] | None = None
 
     def close(self) -> None:
-        for session in self._sessions.values():
-            session.connector.close(session.conn)
-        self._sessions.clear()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self.sessions.close()
+        self._pool.shutdown(wait=False)
 
     def forget(self, user: str, name: str) -> None:
-        session = self._sessions.pop((user, name), None)
-        if session is not None:
-            self._pool.submit(session.connector.close, session.conn)
+        self.sessions.drop((user, name))
 
     def forget_connection(self, name: str) -> None:
         """Every user's session of ``name`` (revoked for all, edited or deleted)."""
-        for user, conn_name in list(self._sessions):
-            if conn_name == name:
-                self.forget(user, conn_name)
+        self.sessions.drop_where(lambda key: isinstance(key, tuple) and key[1] == name)
 
-    async def _session(self, user: str, name: str) -> _Session | FlowStart:
-        key = (user, name)
-        current = self._sessions.get(key)
-        exp = current.credential.expires_at if current else None
-        if current is not None and (exp is None or exp - REUSE_MARGIN > time.time()):
-            return current
-        grant = await self.token(user, name)
-        if isinstance(grant, FlowStart):
-            return grant
-        return await self._open(key, grant, current)
+    def _sweep_idle(self) -> None:
+        """Close idle sessions in the background, not only when the next call comes."""
+        if self._sweeper is not None or self.sessions.idle_timeout is None:
+            return
+        period = max(0.1, min(60.0, self.sessions.idle_timeout / 2))
 
-    async def _open(
-        self, key: tuple[str, str], grant: TokenGrant, current: _Session | None
-    ) -> _Session:
-        info = ConnectionInfo.from_json(grant.extra["info"])
-        kind: Literal["oauth", "jwt"] = "jwt" if grant.extra.get("kind") == "jwt" else "oauth"
-        cred = Credential(grant.access_token, grant.expires_at, kind, grant.identity)
-        if current is not None:
-            self.forget(*key)
-        connector = get_connector(info.connector)
-        loop = asyncio.get_running_loop()
-        try:
-            conn = await loop.run_in_executor(self._pool, connector.connect, info, cred)
-        except ConnAuthError:
-            raise
-        except Exception as e:
-            raise self._translate(connector, e, info) from None
-        session = _Session(connector, info, conn, cred)
-        self._sessions[key] = session
-        return session
+        async def sweep() -> None:
+            while True:
+                await asyncio.sleep(period)
+                self.sessions.evict()
+
+        self._sweeper = asyncio.ensure_future(sweep())
 
     @staticmethod
     def _translate(connector: Connector, exc: Exception, info: ConnectionInfo) -> ConnAuthError:
@@ -104,36 +86,43 @@ class WarehouseCalls:
             code="warehouse_error",
         )
 
+    async def _lease(self, user: str, name: str) -> Lease | FlowStart:
+        grant = await self.token(user, name)
+        if isinstance(grant, FlowStart):
+            self.forget(user, name)  # consent required: nothing runs on the old session
+            return grant
+        return lease_of(grant)
+
     async def call(self, user: str, name: str, what: str, *args: Any) -> Any:
         """Run a connector method; a FlowStart when consent is needed first."""
-        key = (user, name)
-        for attempt in (1, 2):
-            session = await self._session(user, name)
-            if isinstance(session, FlowStart):
-                return session
-            method = getattr(session.connector, what)
-            loop = asyncio.get_running_loop()
-            try:
-                return await loop.run_in_executor(self._pool, method, session.conn, *args)
-            except ConnAuthError:
-                raise
-            except Exception as e:
-                if attempt == 1 and session.connector.is_auth_error(e):
-                    self.forget(user, name)
-                    continue
-                err = self._translate(session.connector, e, session.info)
-                if err.code == "warehouse_unreachable" and self._sessions.get(key) is session:
-                    # the session died with the warehouse: reconnect next time (no close
-                    # call, which would retry the unreachable host)
-                    del self._sessions[key]
-                raise err from None
-        raise AssertionError("unreachable")
+        self._sweep_idle()
+        lease = await self._lease(user, name)
+        if isinstance(lease, FlowStart):
+            return lease
+        loop = asyncio.get_running_loop()
+
+        def refetch() -> Lease | None:  # on a worker thread: ask the loop
+            again = asyncio.run_coroutine_threadsafe(self._lease(user, name), loop).result()
+            return None if isinstance(again, FlowStart) else again
+
+        def op(connector: Connector, conn: Any) -> Any:
+            return getattr(connector, what)(conn, *args)
+
+        key: Hashable = (user, name)
+        try:
+            return await loop.run_in_executor(
+                self._pool, lambda: self.sessions.run(key, lease, op, refetch=refetch)
+            )
+        except ConnAuthError as e:
+            e.status = 502 if e.status >= 500 else e.status
+            raise
+        except Exception as e:  # an unknown driver error: its type and text, no traceback
+            raise self._translate(get_connector(lease.info.connector), e, lease.info) from None
 
     async def test(self, user: str, name: str) -> dict[str, Any] | FlowStart:
         spec = self.broker.connection(name)
         started = time.perf_counter()
-        sql = _TEST_SQL.get(spec.connector, "SELECT 1 AS ok")
-        result = await self.call(user, name, "query_arrow", sql)
+        result = await self.call(user, name, "query_arrow", test_sql(spec.connector))
         if isinstance(result, FlowStart):
             return result
         who = await self.call(user, name, "whoami")

@@ -10,6 +10,8 @@ tree, tells the warehouse's view of the user, and translates driver errors into
 from __future__ import annotations
 
 import importlib
+import queue
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -78,6 +80,37 @@ def with_token(options: Mapping[str, Any], token: str) -> dict[str, Any]:
     return {k: sub(v) for k, v in options.items()}
 
 
+class _Worker(threading.Thread):
+    def __init__(self) -> None:
+        super().__init__(name="connauth-driver-call", daemon=True)
+        self.jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+
+    def run(self) -> None:
+        while True:
+            job = self.jobs.get()
+            try:
+                job()
+            finally:
+                with _IDLE_LOCK:
+                    _IDLE.append(self)
+
+
+_IDLE: list[_Worker] = []
+_IDLE_LOCK = threading.Lock()
+
+
+def in_worker(job: Callable[[], None]) -> None:
+    """Run ``job`` (which must not raise) on a daemon thread reused across calls: a new
+    thread per driver call costs about a millisecond on a busy machine. Daemon, so a
+    driver call stuck in native code never holds up the kernel's exit."""
+    with _IDLE_LOCK:
+        worker = _IDLE.pop() if _IDLE else None
+    if worker is None:
+        worker = _Worker()
+        worker.start()
+    worker.jobs.put(job)
+
+
 class Connector(ABC):
     """One warehouse. Subclasses keep driver imports inside their methods."""
 
@@ -138,6 +171,10 @@ class Connector(ABC):
     ) -> pd.DataFrame:
         """The result as a DataFrame through the driver's fastest path (default: Arrow)."""
         table = self.query_arrow(conn, sql, params, max_rows=max_rows, progress=progress)
+        return self.to_pandas(table)
+
+    def to_pandas(self, table: pa.Table) -> pd.DataFrame:
+        """Arrow → pandas with the warehouse's dtypes (default: pyarrow's)."""
         return table.to_pandas()
 
     @abstractmethod
@@ -170,6 +207,12 @@ class Connector(ABC):
 
     def is_auth_error(self, exc: BaseException) -> bool:
         """True when the warehouse rejected the credential (reconnect with a fresh one)."""
+        return False
+
+    def session_gone(self, exc: BaseException) -> bool:
+        """True when the warehouse no longer knows the driver session (it restarted, or
+        the session expired): it refused the call, so nothing ran and a reconnect may
+        run it."""
         return False
 
 

@@ -206,16 +206,7 @@ class BigQueryConnector(Connector):
         )
         return table
 
-    def query_pandas(
-        self,
-        conn: Any,
-        sql: str,
-        params: Params = None,
-        *,
-        max_rows: int | None = None,
-        progress: Progress | None = None,
-    ) -> pd.DataFrame:
-        table = self.query_arrow(conn, sql, params, max_rows=max_rows, progress=progress)
+    def to_pandas(self, table: pa.Table) -> pd.DataFrame:
         return arrow_to_pandas(table)
 
     def whoami(self, conn: Any) -> dict[str, Any]:

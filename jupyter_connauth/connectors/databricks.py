@@ -45,7 +45,7 @@ from .base import (
     TooManyRows,
     with_token,
 )
-from .databricks_errors import is_auth_error, scrub, translate
+from .databricks_errors import SESSION_GONE, _chain, is_auth_error, scrub, translate
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -263,6 +263,9 @@ class DatabricksConnector(Connector):
     # -- errors -------------------------------------------------------------------
     def is_auth_error(self, exc: BaseException) -> bool:
         return is_auth_error(exc)
+
+    def session_gone(self, exc: BaseException) -> bool:
+        return any(SESSION_GONE in str(e) for e in _chain(exc))
 
     def translate_error(self, exc: BaseException, info: ConnectionInfo) -> ConnAuthError | None:
         return translate(exc, info)

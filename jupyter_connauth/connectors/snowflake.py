@@ -25,10 +25,12 @@ from .base import (
     Credential,
     Progress,
     TooManyRows,
+    in_worker,
     with_token,
 )
 from .snowflake_errors import (
     AUTH_RETRY_ERRNOS,
+    SESSION_GONE,
     SnowflakeAuthError,
     WarehouseUnreachable,
     clean_message,
@@ -196,8 +198,7 @@ class SnowflakeConnector(Connector):
             finally:
                 done.set()
 
-        worker = threading.Thread(target=work, name="connauth-snowflake-query", daemon=True)
-        worker.start()
+        in_worker(work)
         try:
             while not done.wait(0.1):
                 pass
@@ -316,6 +317,9 @@ class SnowflakeConnector(Connector):
     # -- errors -------------------------------------------------------------------
     def is_auth_error(self, exc: BaseException) -> bool:
         return is_snowflake_error(exc) and errno_of(exc) in AUTH_RETRY_ERRNOS
+
+    def session_gone(self, exc: BaseException) -> bool:
+        return is_snowflake_error(exc) and errno_of(exc) in SESSION_GONE
 
     def translate_error(self, exc: BaseException, info: ConnectionInfo) -> ConnAuthError | None:
         return translate(exc, info)

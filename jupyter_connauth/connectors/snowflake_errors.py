@@ -58,7 +58,7 @@ def errno_of(exc: BaseException) -> int | None:
 
 
 def translate(exc: BaseException, info: ConnectionInfo) -> ConnAuthError | None:
-    """A Snowflake driver error → the error with its fix (the seed docs' table)."""
+    """A Snowflake driver error → the error with its fix (by the error numbers above)."""
     if isinstance(exc, ConnAuthError):
         return exc
     if not is_snowflake_error(exc):

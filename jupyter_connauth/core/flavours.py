@@ -1,4 +1,4 @@
-"""IdP flavour detection and the default-scope table (DESIGN.md)."""
+"""IdP flavour detection and the default-scope table (the README's "Default scopes")."""
 
 from __future__ import annotations
 

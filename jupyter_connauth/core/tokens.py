@@ -44,6 +44,9 @@ class TokenRecord:
     scope: tuple[str, ...] | None = None
     identity: dict[str, str] = field(default_factory=dict)
     obtained_at: float = field(default_factory=time.time)
+    #: Random, set when a consent completes and kept by refresh: the kernel's sessions
+    #: opened under another grant (revoked, re-authorized, scopes edited) are closed.
+    grant_id: str = ""
 
     def __repr__(self) -> str:
         return (
@@ -119,6 +122,8 @@ class Flow:
     identity: str | None = None
     #: The email the user is known by (e.g. JupyterHub's): the IdP sign-in must match.
     expected_email: str | None = None
+    #: The user asked to sign in with another IdP account than the stored grant's.
+    switch_account: bool = False
 
     def __repr__(self) -> str:
         return (

@@ -177,7 +177,6 @@ class ConnAuthHub(Application):
             connauth_warehouse=self.warehouse,
             connauth_reload={"interval": self.connections_reload_interval, "at": 0.0},
             connauth_callback_login=self.callback_requires_login,
-            connauth_version=__version__,
         )
 
     async def serve(self) -> None:

@@ -15,6 +15,7 @@ Two things change when the broker knows the user from JupyterHub:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -56,6 +57,7 @@ class HubBroker(Broker):
                     token_type=exchanged.token_type,
                     identity=ident.email or ident.name,
                     extra={"info": spec.kernel_info(), "kind": "oauth", "via": "login"},
+                    grant=_hub_grant("login", ident),
                 )
         return await self.token(ident.name, name, expected_email=ident.email)
 
@@ -76,6 +78,7 @@ class HubBroker(Broker):
             token_type="Bearer",  # noqa: S106 - the token type
             identity=ident.email,
             extra={"info": spec.kernel_info(), "kind": "jwt"},
+            grant=_hub_grant("hub", ident),
         )
 
     def status_for(self, ident: HubIdentity, name: str) -> dict[str, Any]:
@@ -95,3 +98,10 @@ class HubBroker(Broker):
         for key in ("reason", "reason_text"):
             out.pop(key, None)
         return out
+
+
+def _hub_grant(via: str, ident: HubIdentity) -> str:
+    """A stable grant value for tokens that come from the hub login, not a consent:
+    it changes when the login identity the token is issued for changes."""
+    digest = hashlib.sha256(f"{ident.name}\0{ident.email or ''}".encode()).hexdigest()
+    return f"{via}:{digest[:16]}"

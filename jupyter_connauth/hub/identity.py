@@ -14,30 +14,19 @@ import binascii
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 import httpx2
 
+from ..broker.principal import Principal
 from ..core.errors import ConnAuthError
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class HubIdentity:
-    name: str
-    admin: bool = False
-    groups: list[str] = field(default_factory=list)
-    email: str | None = None
-    login_token: str | None = field(default=None, repr=False)
-    login_expires_at: float | None = None
-
-    def login_token_valid(self, leeway: float) -> bool:
-        if not self.login_token:
-            return False
-        return self.login_expires_at is None or self.login_expires_at - leeway > time.time()
+#: The hub's user as the broker sees them (a :class:`Principal` read from the hub's model).
+HubIdentity = Principal
 
 
 def jwt_expiry(token: str) -> float | None:

@@ -46,6 +46,8 @@ class AccessToken:
     identity: str | None = None
     warning: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The grant the token comes from (a session opened under another one is closed).
+    grant: str | None = None
 
     def __repr__(self) -> str:
         return f"AccessToken(connection={self.connection!r}, expires_at={self.expires_at!r})"
@@ -74,7 +76,7 @@ class BrokerAPI(Protocol):
     def connections(self) -> list[dict[str, Any]]: ...
     def status(self, name: str) -> dict[str, Any]: ...
     def token(self, name: str) -> AccessToken | ConsentNeeded: ...
-    def authorize(self, name: str) -> ConsentNeeded: ...
+    def authorize(self, name: str, *, switch_account: bool = False) -> ConsentNeeded: ...
     def revoke(self, name: str) -> dict[str, Any]: ...
     def flow(self, flow_id: str) -> dict[str, Any]: ...
     def doctor(self, name: str) -> list[dict[str, Any]]: ...
@@ -185,8 +187,11 @@ class BrokerClient:
         data = self._call("POST", f"connections/{self._name(name)}/token")
         return token_or_consent(data)
 
-    def authorize(self, name: str) -> ConsentNeeded:
-        data = self._call("POST", f"connections/{self._name(name)}/authorize")
+    def authorize(self, name: str, *, switch_account: bool = False) -> ConsentNeeded:
+        """A new consent flow; ``switch_account``: the user may consent as another IdP
+        account than the one stored for this connection (refused otherwise)."""
+        body = {"switch_account": True} if switch_account else None
+        data = self._call("POST", f"connections/{self._name(name)}/authorize", json=body)
         result = token_or_consent(data)
         assert isinstance(result, ConsentNeeded)
         return result
@@ -264,7 +269,7 @@ def token_or_consent(data: dict[str, Any]) -> AccessToken | ConsentNeeded:
             expires_at=data["expires_at"],
         )
     known = {"status", "connection", "access_token", "expires_at", "token_type"}
-    known |= {"identity", "warning"}
+    known |= {"identity", "warning", "grant"}
     return AccessToken(
         connection=data["connection"],
         access_token=data["access_token"],
@@ -272,5 +277,6 @@ def token_or_consent(data: dict[str, Any]) -> AccessToken | ConsentNeeded:
         token_type=data.get("token_type") or "Bearer",
         identity=data.get("identity"),
         warning=data.get("warning"),
+        grant=data.get("grant"),
         extra={k: v for k, v in data.items() if k not in known},
     )

@@ -25,9 +25,9 @@ from traitlets.config import Config
 from ..broker.broker import Broker, TokenGrant
 from ..broker.config import ConnAuth
 from ..broker.flows import FlowStart
-from ..broker.pages import CALLBACK_HEADERS, render_callback
 from ..broker.store import open_store
 from ..core.crypto import CryptKeeper
+from ..web.pages import CALLBACK_HEADERS, render_callback
 from .client import AccessToken, ConsentNeeded, token_or_consent
 
 log = logging.getLogger(__name__)
@@ -168,8 +168,11 @@ class LocalBrokerClient:
     def token(self, name: str) -> AccessToken | ConsentNeeded:
         return self._answer(self._run(self.broker.token(self.user, name)))
 
-    def authorize(self, name: str) -> ConsentNeeded:
-        answer = self._answer(self._run(self.broker.authorize(self.user, name)))
+    def authorize(self, name: str, *, switch_account: bool = False) -> ConsentNeeded:
+        # the broker's switch_account (issue 12) is passed only when asked for, so a
+        # plain authorize is the same call as before
+        flag: dict[str, Any] = {"switch_account": True} if switch_account else {}
+        answer = self._answer(self._run(self.broker.authorize(self.user, name, **flag)))
         assert isinstance(answer, ConsentNeeded)
         return answer
 

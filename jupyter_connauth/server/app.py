@@ -6,9 +6,9 @@ import getpass
 import logging
 import os
 import secrets
-import socket
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import url_path_join
@@ -26,16 +26,16 @@ from .handlers import HANDLERS
 
 CALLBACK_PATH = "oauth/connector/callback"
 API_PATH = "connauth/api/"
-WILDCARD_IPS = ("", "0.0.0.0", "::")  # noqa: S104 - names, not a bind
 
 
 class ConnAuthApp(ExtensionApp):
     """Per-user OAuth for data connectors (server side)."""
 
-    name = "jupyter_connauth"
-    description = __doc__ or ""
-    load_other_extensions = True
     classes = [ConnAuth]
+    load_other_extensions = True
+    #: The extension point's name; the default config file is jupyter_connauth_config.py
+    #: (``jupyter_{name}_config``), settings stay ``c.ConnAuthApp.*``.
+    name, description = "connauth", __doc__ or ""
 
     owner = Unicode(
         help="""Whose tokens this server holds: a single-user server acts for its owner.
@@ -101,7 +101,6 @@ class ConnAuthApp(ExtensionApp):
             connauth_warehouse=self.warehouse,
             connauth_owner=self.owner,
             connauth_kernel_token=self.kernel_token,
-            connauth_version=__version__,
         )
         self._export_kernel_env()
         self.log.info(
@@ -128,24 +127,20 @@ class ConnAuthApp(ExtensionApp):
         await self.broker.aclose()
 
     # -- URLs -------------------------------------------------------------------
-    def _server_base(self, *, local: bool) -> str:
+    def redirect_uri(self) -> str:
+        """``c.ConnAuth.public_url`` first, else Jupyter's own connectable URL (a
+        wildcard ``ip`` replaced by the host name, base_url included)."""
         app = self.serverapp
         assert app is not None
-        proto = "https" if app.certfile else "http"
-        if local:
-            host = "[::1]" if ":" in (app.ip or "") else "127.0.0.1"
-        else:
-            host = app.ip if app.ip not in WILDCARD_IPS else socket.gethostname()
-            if ":" in host:
-                host = f"[{host}]"
-        return f"{proto}://{host}:{app.port}{app.base_url}"
-
-    def redirect_uri(self) -> str:
-        base = self.connauth.public_url or self._server_base(local=False)
-        return url_path_join(base, CALLBACK_PATH)
+        return url_path_join(self.connauth.public_url or app.connection_url, CALLBACK_PATH)
 
     def kernel_api_url(self) -> str:
-        return url_path_join(self._server_base(local=True), API_PATH)
+        """The API as kernels on this machine reach it: Jupyter's URL on loopback."""
+        app = self.serverapp
+        assert app is not None
+        loopback = "[::1]" if ":" in (app.ip or "") else "127.0.0.1"
+        parts = urlsplit(app.connection_url)._replace(netloc=f"{loopback}:{app.port}")
+        return url_path_join(urlunsplit(parts), API_PATH)
 
     def _export_kernel_env(self) -> None:
         """Kernels this server starts inherit these and reach the broker with them."""

@@ -21,7 +21,8 @@ from jupyter_server.base.handlers import JupyterHandler
 from tornado import web
 
 from ..core.errors import ConfigError, ConnAuthError
-from .handlers import API, BrokerAPIHandler, connauth_authorized
+from ..web.handlers import BrokerHandler, authenticated
+from .handlers import API, ServerAPIBase
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def hub_forwarder(service_url: str) -> HubForwarder | None:
     return HubForwarder(service_url, token)
 
 
-class ForwardHandler(BrokerAPIHandler):
+class ForwardHandler(BrokerHandler, ServerAPIBase):
     @property
     def forwarder(self) -> HubForwarder:
         return cast(HubForwarder, self.settings["connauth_forwarder"])
@@ -99,19 +100,19 @@ class ForwardHandler(BrokerAPIHandler):
         else:
             self.finish(resp.content)
 
-    @connauth_authorized
+    @authenticated
     async def get(self, path: str) -> None:
         await self._forward(path)
 
-    @connauth_authorized
+    @authenticated
     async def post(self, path: str) -> None:
         await self._forward(path)
 
-    @connauth_authorized
+    @authenticated
     async def put(self, path: str) -> None:
         await self._forward(path)
 
-    @connauth_authorized
+    @authenticated
     async def delete(self, path: str) -> None:
         await self._forward(path)
 

@@ -100,8 +100,10 @@ export class BrokerApi implements IBrokerApi {
     await this.request('DELETE', ['connections', name]);
   }
 
-  authorize(name: string): Promise<IFlowStart> {
-    return this.request('POST', ['connections', name, 'authorize'], { body: {} });
+  /** Start a consent flow; `switchAccount` accepts another IdP account than the stored one's. */
+  authorize(name: string, switchAccount = false): Promise<IFlowStart> {
+    const body = switchAccount ? { switch_account: true } : {};
+    return this.request('POST', ['connections', name, 'authorize'], { body });
   }
 
   revoke(name: string): Promise<unknown> {

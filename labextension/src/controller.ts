@@ -28,10 +28,11 @@ export class Controller {
     return !!c && c.status === 'consent_required' && !PASS_THROUGH.has(c.auth ?? 'oauth');
   }
 
-  /** Authorize button: popup first (user gesture), URL second. */
-  async authorize(name: string): Promise<void> {
+  /** Authorize button: popup first (user gesture), URL second. Switch account: the
+   * broker then accepts a sign-in with another account than the authorized one. */
+  async authorize(name: string, switchAccount = false): Promise<void> {
     const popup = openPopup();
-    const url = await this.model.authorize(name);
+    const url = await this.model.authorize(name, switchAccount);
     if (!url) {
       closePopup(popup);
       return;

@@ -85,6 +85,16 @@ function Card(props: {
         >
           {busy === 'authorize' ? 'Opening…' : c.status === 'authorized' ? 'Re-authorize' : 'Authorize'}
         </button>
+        {c.status === 'authorized' && (
+          <button
+            className="jp-Button jp-mod-styled jp-ConnAuth-action"
+            disabled={!!busy || !usable}
+            onClick={() => void controller.authorize(c.name, true)}
+            title="Sign in with another account at the identity provider (replaces the current one)"
+          >
+            Switch account
+          </button>
+        )}
         <button
           className="jp-Button jp-mod-styled jp-ConnAuth-action"
           disabled={!!busy || !usable}

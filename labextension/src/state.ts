@@ -153,8 +153,8 @@ export class ConnectionsModel {
   }
 
   /** Start a consent flow: the URL for the popup, and the flow is watched. */
-  async authorize(name: string): Promise<string | undefined> {
-    const started = await this.run(name, 'authorize', () => this.api.authorize(name));
+  async authorize(name: string, switchAccount = false): Promise<string | undefined> {
+    const started = await this.run(name, 'authorize', () => this.api.authorize(name, switchAccount));
     if (!started) {
       return undefined;
     }

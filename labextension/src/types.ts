@@ -142,7 +142,7 @@ export interface IBrokerApi {
   create(body: Record<string, unknown>): Promise<IConnectionStatus>;
   update(name: string, body: Record<string, unknown>): Promise<IConnectionStatus>;
   remove(name: string): Promise<void>;
-  authorize(name: string): Promise<IFlowStart>;
+  authorize(name: string, switchAccount?: boolean): Promise<IFlowStart>;
   revoke(name: string): Promise<unknown>;
   uploadPrivateKey(name: string, pem: string): Promise<unknown>;
   test(name: string): Promise<TestAnswer>;

@@ -70,8 +70,8 @@ function fakeApi(): IBrokerApi & {
       return api.statuses[0];
     },
     async remove() {},
-    async authorize(name: string) {
-      api.calls.push(`authorize:${name}`);
+    async authorize(name: string, switchAccount?: boolean) {
+      api.calls.push(`authorize:${name}${switchAccount ? ':switch_account' : ''}`);
       const id = `flow${api.flows.size + 1}`;
       api.flows.set(id, { flow_id: id, connection: name, status: 'pending' });
       return { authorize_url: `https://idp/auth?flow=${id}`, flow_id: id };
@@ -162,6 +162,20 @@ test('authorize: the flow is polled until complete, then statuses refresh', asyn
   assert.equal(model.get('sales')?.status, 'authorized');
   assert.equal(model.notes.get('sales')?.text, 'Authorized as alice@example.com');
   assert.equal(timers.queue.length, 0, 'no more polling');
+});
+
+test('switch account: the flow is started with switch_account, and watched', async () => {
+  const api = fakeApi();
+  const model = new ConnectionsModel(api, { timers: new FakeTimers(), pollMs: 1000 });
+  await model.refresh();
+  await model.authorize('sales');
+  const url = await model.authorize('sales', true);
+  assert.deepEqual(
+    api.calls.filter(c => c.startsWith('authorize')),
+    ['authorize:sales', 'authorize:sales:switch_account']
+  );
+  assert.equal(url, 'https://idp/auth?flow=flow2');
+  assert.ok(model.watching('sales'));
 });
 
 test("the popup's postMessage finishes the flow at once and the tree expands by itself", async () => {

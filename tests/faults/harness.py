@@ -197,7 +197,12 @@ class JupyterProc:
         )
         r.raise_for_status()
         callback = headless_login(r.json()["authorize_url"], user, client=http)
-        page = httpx2.get(callback, timeout=30)
+        page = httpx2.post(  # as the user's own signed-in browser
+            self.base + "connauth-faults/callback",
+            headers=self.auth,
+            json={"user": user, "query": httpx2.URL(callback).query.decode()},
+            timeout=30,
+        )
         assert page.status_code == 200, page.text
         assert f"Authorized as {user}@example.com" in page.text
 

@@ -31,12 +31,22 @@ async def start_flow(jp_fetch: Any, name: str = "sales") -> dict[str, Any]:
     return answer
 
 
+#: The owner's browser is signed in to Jupyter (the callback requires it).
+BROWSER_HEADERS: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def _signed_in_browser(jp_auth_header: dict[str, str]) -> None:
+    BROWSER_HEADERS.clear()
+    BROWSER_HEADERS.update(jp_auth_header)
+
+
 async def sign_in(answer: dict[str, Any], login: str = "alice") -> Any:
     """The user at the IdP, then the browser's redirect to our callback."""
     import httpx2
 
     callback = await asyncio.to_thread(headless_login, answer["authorize_url"], login)
-    async with httpx2.AsyncClient(timeout=30) as http:
+    async with httpx2.AsyncClient(timeout=30, headers=BROWSER_HEADERS) as http:
         return await http.get(callback)
 
 

@@ -465,3 +465,50 @@ def test_the_callback_binds_the_consent_to_the_hub_login(dummy_hub: Hub) -> None
     assert page.status_code == 400 and "another user" in page.text
     status = h.service("alice", "GET", "connections/sales").json()
     assert status["status"] == "consent_required"  # nothing stored for alice
+
+
+def test_a_refresh_that_needs_consent_keeps_the_hub_identity(dummy_hub: Hub) -> None:
+    """invalid_grant at a refresh starts a consent flow: that flow must carry the hub's
+    email like any other, so bob cannot complete it in alice's browser."""
+    h = dummy_hub
+    h.server("alice", "alice", "POST", "connections/sales/revoke")
+    h.idp.set_runtime(access_token_ttl=30)  # within the 60 s leeway: due at once
+    try:
+        h.authorize("alice")
+    finally:
+        h.idp.set_runtime(access_token_ttl=300)
+    h.idp.revoke_grants("alice")  # the user removed the app's access at the IdP
+    answer = h.service("alice", "POST", "connections/sales/token").json()
+    assert answer["status"] == "consent_required" and answer["reason"] == "grant_revoked", answer
+    callback = headless_login(answer["authorize_url"], "bob")  # bob at the IdP
+    with h.browser("alice") as browser:  # ... in alice's hub session
+        page = browser.get(callback, follow_redirects=True)
+    assert page.status_code == 400, page.text
+    assert "bob@example.com" in page.text and "belongs to alice@example.com" in page.text
+    status = h.service("alice", "GET", "connections/sales").json()
+    assert status["status"] == "consent_required"  # nothing stored for alice
+
+
+def test_a_refused_subject_token_starts_a_consent_bound_to_the_hub_identity(
+    dummy_hub: Hub,
+) -> None:
+    """Pass-through whose subject (the user's consent grant) the IdP refuses: the new
+    consent flow must carry the hub's email as well."""
+    h = dummy_hub
+    first = h.service("alice", "POST", "connections/tx/token").json()
+    if first["status"] == "consent_required":
+        callback = headless_login(first["authorize_url"], "alice")
+        with h.browser("alice") as browser:
+            assert browser.get(callback, follow_redirects=True).status_code == 200
+    h.idp.set_runtime(reject_subject_tokens=True)  # e.g. Entra after a session revocation
+    try:
+        answer = h.service("alice", "POST", "connections/tx/token").json()
+    finally:
+        h.idp.set_runtime(reject_subject_tokens=False)
+    assert answer["status"] == "consent_required" and answer["reason"] == "grant_revoked", answer
+    callback = headless_login(answer["authorize_url"], "bob")
+    with h.browser("alice") as browser:
+        page = browser.get(callback, follow_redirects=True)
+    assert page.status_code == 400, page.text
+    assert "belongs to alice@example.com" in page.text
+    assert h.service("alice", "GET", "connections/tx").json()["status"] == "consent_required"

@@ -13,10 +13,10 @@ import pytest
 from cryptography.fernet import Fernet
 from traitlets.config import Config
 
-from jupyter_connauth.broker import warehouse as warehouse_module
 from jupyter_connauth.broker.config import ConnAuth
 from jupyter_connauth.broker.store import open_store
 from jupyter_connauth.broker.warehouse import WarehouseCalls
+from jupyter_connauth.connectors import sessions as sessions_module
 from jupyter_connauth.connectors.base import ConnectionInfo, Credential
 from jupyter_connauth.core.crypto import CryptKeeper
 from jupyter_connauth.core.errors import ConnAuthError
@@ -71,7 +71,7 @@ class RecordingConnector:
 @pytest.fixture
 def recording(monkeypatch: pytest.MonkeyPatch) -> RecordingConnector:
     fake = RecordingConnector()
-    monkeypatch.setattr(warehouse_module, "get_connector", lambda _name: fake)
+    monkeypatch.setattr(sessions_module, "get_connector", lambda _name: fake)
     return fake
 
 

@@ -72,6 +72,9 @@ const runtime = {
   garbage: Boolean(cfg.garbage ?? false),
   access_token_ttl: Number(cfg.access_token_ttl ?? 300),
   narrow_scopes: [...(cfg.narrow_scopes ?? [])],
+  // Token exchange and on-behalf-of answer invalid_grant for every subject token, as
+  // Entra does for a revoked session or a Conditional Access change (AADSTS50173).
+  reject_subject_tokens: Boolean(cfg.reject_subject_tokens ?? false),
 };
 const RUNTIME_KEYS = new Set(Object.keys(runtime));
 
@@ -237,6 +240,11 @@ const configuration = {
       },
     };
   },
+  // OpenID Connect Core 5.4: with the code flow, the claims of the profile and email
+  // scopes may be returned from the UserInfo endpoint only. oidc-provider does so (an ID
+  // token with `sub` only) whenever the access token can be used at UserInfo, i.e. it
+  // names no resource: set `default_resource: null` for such an IdP.
+  conformIdTokenClaims: true,
   pkce: { required: () => true },
   rotateRefreshToken: Boolean(cfg.rotate_refresh_token ?? false),
   ttl: {
@@ -409,6 +417,7 @@ async function tokenExchangeHandler(ctx) {
   if (requestedTokenType && ![AT_TYPE, JWT_TYPE].includes(requestedTokenType)) {
     throw new errors.InvalidRequest('unsupported requested_token_type');
   }
+  if (runtime.reject_subject_tokens) throw new errors.InvalidGrant('the subject token was revoked');
   const subject = verifyOwnJwt(subjectToken, 'subject_token');
   const requestedScopes = (scope || '').split(' ').filter(Boolean);
   let indicator = resource ? (resources[resource] ? resource : undefined) : indicatorForAudience(audience);
@@ -468,6 +477,7 @@ async function onBehalfOfHandler(ctx) {
     throw new errors.InvalidRequest('only requested_token_use=on_behalf_of is supported');
   }
   if (!assertion) throw new errors.InvalidRequest('missing required parameter \'assertion\'');
+  if (runtime.reject_subject_tokens) throw new errors.InvalidGrant('the assertion was revoked');
   const subject = verifyOwnJwt(assertion, 'assertion');
   const { indicator, wanted, offline } = resolveAzureScopes(scope);
   const at = issueForResource(ctx, {
@@ -576,6 +586,7 @@ async function testRoutes(ctx) {
       runtime.access_token_ttl = Number(runtime.access_token_ttl ?? 300);
       runtime.garbage = Boolean(runtime.garbage);
       runtime.narrow_scopes = [...(runtime.narrow_scopes ?? [])];
+      runtime.reject_subject_tokens = Boolean(runtime.reject_subject_tokens);
       return json(ctx, 200, runtime);
     }
     case 'revoke_grants':

@@ -5,7 +5,9 @@ many users' tokens written and refreshed at once, so this extension adds, next t
 broker and under Jupyter's own token auth:
 
 - ``POST connauth-faults/authorize`` ``{"user", "connection"}`` → a consent flow started
-  for any user (the test signs in at the IdP and follows the redirect to the callback);
+  for any user (the test signs in at the IdP);
+- ``POST connauth-faults/callback`` ``{"user", "query"}`` → the IdP's redirect completed
+  as that user's browser would (the real callback takes the owner's session only);
 - ``POST connauth-faults/churn`` ``{"refresh": [[user, conn], ...], "writes": [[user,
   conn, seq], ...], "spread": seconds}`` → all at once: ``Broker.token`` (a refresh
   when due) for each refresh pair on the event loop, and ``store.put_token`` of a
@@ -83,6 +85,24 @@ class AuthorizeHandler(_Base):
         self.finish(started.to_json())
 
 
+class CallbackHandler(_Base):
+    """``POST connauth-faults/callback`` ``{"user", "query"}``: the IdP's redirect as that
+    user's own browser session brings it (the real callback completes the owner's flows
+    only: it binds each consent to a browser signed in as the flow's user)."""
+
+    @web.authenticated
+    async def post(self) -> None:
+        from urllib.parse import parse_qs
+
+        from jupyter_connauth.web.pages import render_callback
+
+        body = self.body()
+        args = {k: [v.encode() for v in vs] for k, vs in parse_qs(body["query"]).items()}
+        status, page = await render_callback(self.broker, args, body["user"])
+        self.set_status(status)
+        self.finish(page)
+
+
 class ChurnHandler(_Base):
     @web.authenticated
     async def post(self) -> None:
@@ -135,5 +155,6 @@ def _load_jupyter_server_extension(serverapp: Any) -> None:
         [
             (url_path_join(base, "connauth-faults/authorize"), AuthorizeHandler),
             (url_path_join(base, "connauth-faults/churn"), ChurnHandler),
+            (url_path_join(base, "connauth-faults/callback"), CallbackHandler),
         ],
     )

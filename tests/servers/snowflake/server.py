@@ -825,7 +825,11 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP.
+    # With proto 0 the accepted sockets kept Nagle on, and uvicorn's two sends per
+    # response (headers, body) met the client's delayed ACK: a ~40 ms stall whenever a
+    # connection sent its next request soon after the last response.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
     sock.listen(128)

@@ -1,4 +1,5 @@
-"""Admin-only routes of the hub service (``api/admin/...``), for JupyterHub admins.
+"""Admin-only routes (``api/admin/...``): JupyterHub's admins on the hub service, the
+owner on a single-user server.
 
 They show each user's connection status (never a token), revoke one user's or every
 user's tokens, and edit a connection's scopes (which makes every user consent again).
@@ -11,18 +12,18 @@ from typing import Any
 from tornado import web
 
 from ..core.errors import AccessDenied
-from .handlers import ServiceHandler
+from .handlers import BrokerHandler, admin_only
 
 
-class UsersHandler(ServiceHandler):
+class UsersHandler(BrokerHandler):
     """``GET admin/users``: every user with a stored grant, and their status per connection."""
 
+    @admin_only
     async def get(self) -> None:
-        await self.admin()
         store_users = getattr(self.broker.store, "users", None)
         names = set(store_users()) if callable(store_users) else set()
         if self.get_query_argument("all", "") in ("1", "true"):
-            names.update(await self.hub_users.usernames())
+            names.update(await self.usernames())
         users = []
         for name in sorted(names):
             statuses = [self._status(name, c) for c in self.broker.registry.names()]
@@ -35,11 +36,11 @@ class UsersHandler(ServiceHandler):
         return {k: full[k] for k in keep if k in full}
 
 
-class UserRevokeHandler(ServiceHandler):
+class UserRevokeHandler(BrokerHandler):
     """``POST admin/users/USER/revoke`` ``{"connection": NAME}`` (absent: every connection)."""
 
+    @admin_only
     async def post(self, user: str) -> None:
-        await self.admin()
         names = _connections(self, self.body_json())
         results = [await self.broker.revoke(user, n) for n in names]
         for n in names:
@@ -47,11 +48,11 @@ class UserRevokeHandler(ServiceHandler):
         self.write_json({"user": user, "results": results})
 
 
-class RevokeAllHandler(ServiceHandler):
+class RevokeAllHandler(BrokerHandler):
     """``POST admin/revoke`` ``{"connection": NAME}``: every user's tokens."""
 
+    @admin_only
     async def post(self) -> None:
-        await self.admin()
         body = self.body_json()
         names = _connections(self, body)
         dropped = 0
@@ -66,11 +67,11 @@ class RevokeAllHandler(ServiceHandler):
         self.write_json({"connections": names, "tokens_revoked": dropped})
 
 
-class ScopesHandler(ServiceHandler):
+class ScopesHandler(BrokerHandler):
     """``PUT admin/connections/NAME/scopes`` ``{"scopes": "a b"}``: every user re-consents."""
 
+    @admin_only
     async def put(self, name: str) -> None:
-        await self.admin()
         scopes = self.body_json().get("scopes")
         if isinstance(scopes, list):
             scopes = " ".join(str(s) for s in scopes)
@@ -92,7 +93,7 @@ class ScopesHandler(ServiceHandler):
         )
 
 
-def _connections(handler: ServiceHandler, body: dict[str, Any]) -> list[str]:
+def _connections(handler: BrokerHandler, body: dict[str, Any]) -> list[str]:
     name = body.get("connection")
     if name is None:
         return handler.broker.registry.names()
@@ -105,7 +106,7 @@ def _connections(handler: ServiceHandler, body: dict[str, Any]) -> list[str]:
 _USER = r"(?P<user>[^/]{1,255})"
 _NAME = r"(?P<name>[A-Za-z0-9][A-Za-z0-9_.\-]{0,63})"
 
-ADMIN_HANDLERS: list[tuple[str, type[ServiceHandler]]] = [
+ADMIN_HANDLERS: list[tuple[str, type[BrokerHandler]]] = [
     ("users", UsersHandler),
     (f"users/{_USER}/revoke", UserRevokeHandler),
     ("revoke", RevokeAllHandler),
