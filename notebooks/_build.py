@@ -1071,14 +1071,23 @@ def snowflake() -> list[Cell]:
             ## A3. Broker JWTs (`auth: "oauth-jwt"`)
 
             The broker mints an RS256 JWT for every connection use: 10 minutes of life, a
-            unique `jti`, `iss` = the Jupyter URL, `aud` = the connection's `jwt_audience`,
-            the user's verified email in `email` (and `sub`), and the role in `scp`
-            (`session:role:<role>`, or `session:role-any` when the connection has no
-            `role`). The email is never something the user types: on a Jupyter
+            unique `jti`, a `kid`, `iss` = `c.ConnAuth.jwt_issuer`, `aud` = the
+            connection's `jwt_audience`, the user's subject in `sub` and in `email` (the
+            connection's `jwt_user_claim`), and the role in `scp` (`session:role:<role>`,
+            or `session:role-any` when the connection has no `role`). The subject is the
+            claim named by `c.ConnAuth.jwt_subject_claim`: by default the verified email;
+            prefer an immutable claim such as `oid` (Entra) or `sub`, set as the Snowflake
+            users' `LOGIN_NAME`. It is never something the user types: on a Jupyter
             server it comes from the IdP's ID token (each user consents once per
-            connection, to `openid email offline_access`); on JupyterHub it is the hub's
-            email of the user (the authenticator's `auth_state`, or
-            `c.ConnAuthHub.email_map` / `email_template`), with no consent at all.
+            connection, to `openid email offline_access`); on JupyterHub from the
+            authenticator's `auth_state` (or `c.ConnAuthHub.email_map` /
+            `email_template`), with no consent at all.
+
+            Whoever reads the private key can mint a token for any Snowflake user, so the
+            broker signs only where users cannot read it: the JupyterHub service. A
+            single-user server runs as its user; it signs only with
+            `c.ConnAuth.allow_jwt_signing_as_user = True`, for servers where everyone who
+            can run code may act as every mapped Snowflake user (see SECURITY.md).
 
             **1. Make a key pair** (RSA, unencrypted PKCS#8 PEM), on the Jupyter server or
             the JupyterHub service host:
@@ -1124,10 +1133,11 @@ def snowflake() -> list[Cell]:
             `offline_access`) and `c.ConnAuth.authorize_params = {"access_type": "offline",
             "prompt": "consent"}`.
 
-            **4. The security integration.** `EXTERNAL_OAUTH_ISSUER` must be the exact
-            Jupyter URL, trailing slash included: the redirect URI without
-            `oauth/connector/callback`; `doctor` prints it as *JWT issuer* (on JupyterHub,
-            e.g. `https://hub.example.com/services/connauth/`).
+            **4. The security integration.** `EXTERNAL_OAUTH_ISSUER` must be exactly
+            `c.ConnAuth.jwt_issuer`: by default `c.ConnAuth.public_url`, trailing slash
+            included, else `jupyter-connauth` (never the server's port); `doctor` prints it
+            as *JWT issuer* (on JupyterHub, e.g.
+            `https://hub.example.com/services/connauth/`).
 
             ```sql
             CREATE SECURITY INTEGRATION connauth_jwt

@@ -145,6 +145,22 @@ def consent(jp_fetch: Any, jp_auth_header: dict[str, str]) -> Callable[..., Any]
     return run
 
 
+@pytest.fixture
+def consent_as_other_user(broker: Any) -> Callable[..., Any]:
+    """Complete a flow the broker started for another user (a shared store), as that
+    user's own browser would: a single-user server's callback serves its owner only."""
+
+    async def run(authorize_url: str, user: str, **kw: Any) -> str:
+        from jupyter_connauth.web.pages import render_callback
+
+        callback_url = await asyncio.to_thread(headless_login, authorize_url, user, **kw)
+        args = {k: [v.encode()] for k, v in query(callback_url).items()}
+        _status, page = await render_callback(broker, args, user)
+        return page
+
+    return run
+
+
 def query(url: str) -> dict[str, str]:
     return dict(parse_qsl(urlsplit(url).query))
 

@@ -89,6 +89,7 @@ def server(dbx_idp: TestIdP) -> Iterator[DatabricksServer]:
         "sales_rows": SALES,
         "seed_big_rows": BIG_ROWS,
         "max_page_rows": PAGE_ROWS,
+        "cloudfetch": False,  # inline paging is tested here; CloudFetch in test_result_delivery
     }
     with DatabricksServer(config) as srv:
         yield srv

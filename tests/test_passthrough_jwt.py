@@ -107,6 +107,10 @@ def test_missing_and_bad_private_key(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 class TestJWTThroughTheBroker:
     @pytest.fixture
+    def connauth_config(self) -> dict[str, Any]:
+        return {"allow_jwt_signing_as_user": True}  # a single-user server signs: opted in
+
+    @pytest.fixture
     def connections(self, tmp_path: Path) -> dict[str, Any]:
         path, _key = rsa_pem(tmp_path)
         return {

@@ -74,12 +74,15 @@ async def test_cell_waits_for_consent_then_shows_rows(shell, bigquery):
     assert r.error_in_exec is None and "alice@example.com" in shell.text()
 
 
-async def test_two_users_through_the_broker(jp_fetch, consent, broker, jp_serverapp):
+async def test_two_users_through_the_broker(
+    jp_fetch, consent, broker, jp_serverapp, consent_as_other_user
+):
     warehouse = jp_serverapp.web_app.settings["connauth_warehouse"]
     answer = await api(jp_fetch, "connections", "bq", "token", method="POST")
     await consent(answer["authorize_url"], "alice")
     bob = await broker.token("bob", "bq")
-    await consent(bob.authorize_url, "bob")
+    page = await consent_as_other_user(bob.authorize_url, "bob")
+    assert "Authorized as" in page
     for user in ("alice", "bob"):
         table = await warehouse.call(user, "bq", "query_arrow", "SELECT owner FROM demo.sales")
         assert set(table.column("owner").to_pylist()) == {f"{user}@example.com"}

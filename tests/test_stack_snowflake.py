@@ -82,6 +82,12 @@ def snowflake(
 
 
 @pytest.fixture
+def connauth_config() -> dict[str, Any]:
+    # sales_jwt is minted by this single-user server: the admin's explicit opt-in
+    return {"allow_jwt_signing_as_user": True}
+
+
+@pytest.fixture
 def connections(
     snowflake: SnowflakeServer, broker_key: tuple[Path, rsa.RSAPrivateKey]
 ) -> dict[str, Any]:
@@ -160,12 +166,15 @@ async def test_params_are_bound_and_whoami(shell, consent, jp_fetch):
     assert "ALICE" in shell.text()
 
 
-async def test_two_users_see_their_own_rows(jp_fetch, consent, broker, jp_serverapp):
+async def test_two_users_see_their_own_rows(
+    jp_fetch, consent, broker, jp_serverapp, consent_as_other_user
+):
     warehouse = jp_serverapp.web_app.settings["connauth_warehouse"]
     answer = await api(jp_fetch, "connections", "sales", "token", method="POST")
     await consent(answer["authorize_url"], "alice")
     bob = await broker.token("bob", "sales")
-    await consent(bob.authorize_url, "bob")
+    page = await consent_as_other_user(bob.authorize_url, "bob")
+    assert "Authorized as" in page
     for user, name in (("alice", "ALICE"), ("bob", "BOB")):
         who = await warehouse.call(user, "sales", "whoami")
         assert who["user"] == name

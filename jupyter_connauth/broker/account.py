@@ -20,13 +20,18 @@ from ..core.tokens import Flow, StoredToken
 IDENTITY_CLAIMS = ("sub", "email", "preferred_username", "upn", "name", "iss")
 
 
+_PROTOCOL_CLAIMS = frozenset({"aud", "azp", "nonce", "at_hash", "c_hash", "s_hash", "sid", "jti"})
+
+
 def identity_from_claims(claims: Mapping[str, Any]) -> dict[str, str]:
     """The identity to store from verified ID token claims."""
     identity = {c: v for c in IDENTITY_CLAIMS if isinstance(v := claims.get(c), str)}
-    if "email" not in identity and claims.get("email_verified") is not False:
-        alt = identity.get("upn") or identity.get("preferred_username")
-        if alt and "@" in alt:
-            identity["email"] = alt
+    # No email from upn / preferred_username: some IdPs let users edit them. Keep the
+    # other string claims (oid, tid, ...): c.ConnAuth.jwt_subject_claim may name one;
+    # not the ID token's protocol claims.
+    for claim, value in claims.items():
+        if isinstance(value, str) and claim not in _PROTOCOL_CLAIMS:
+            identity.setdefault(claim, value)
     if claims.get("email_verified") is False:
         identity.pop("email", None)
     return identity

@@ -26,12 +26,13 @@ import httpx2
 from ..core.connections import ConnectionSpec
 from ..core.errors import AccessDenied, ConfigError, ConnAuthError, IdPUnavailable
 from ..core.flavours import Flavour, detect_flavour
+from ..core.redact import remember
 from ..core.tokens import REASON_TEXT, Flow, StoredToken, TokenRecord
 from .config import ConnAuth
 from .fixes import fix_for
 from .flows import ConsentFlows, FlowStart
 from .idp import IdPClient, OAuthProtocolError
-from .jwt_mint import JWTMinter
+from .jwt_mint import JWTMinter, jwt_subject, signing_refusal
 from .passthrough import Exchanger, SubjectRejected
 from .principal import Principal
 from .registry import ConnectionRegistry
@@ -53,13 +54,6 @@ KEY_CHANGED = ConnAuthError(
 )
 
 
-def public_url_of(redirect_uri: str) -> str:
-    """The Jupyter URL (the JWT issuer) from the callback URL."""
-    if redirect_uri.endswith(CALLBACK_SUFFIX):
-        return redirect_uri[: -len(CALLBACK_SUFFIX)]
-    return redirect_uri
-
-
 @dataclass
 class TokenGrant:
     """A usable access token for one user and connection."""
@@ -73,6 +67,9 @@ class TokenGrant:
     extra: dict[str, Any] = field(default_factory=dict)
     #: Which grant the token comes from: changes on revoke, re-authorize, scope edits.
     grant: str = ""
+
+    def __post_init__(self) -> None:
+        remember(self.access_token)  # masked wherever it shows up in a text from now on
 
     def __repr__(self) -> str:
         return f"TokenGrant(connection={self.connection!r}, expires_at={self.expires_at!r})"
@@ -88,11 +85,15 @@ class TokenGrant:
             "warning": self.warning,
             "grant": self.grant,
         }
-        out.update((k, v) for k, v in self.extra.items() if k != "email")
+        out.update((k, v) for k, v in self.extra.items() if k not in ("email", "claims"))
         return out
 
 
 class Broker:
+    #: True where notebook users cannot read this process's files (the hub service):
+    #: only there may it hold a Snowflake signing key without an admin's opt-in.
+    jwt_signing_isolated = False
+
     def __init__(
         self,
         config: ConnAuth,
@@ -142,11 +143,10 @@ class Broker:
         self._store_io = ThreadPoolExecutor(4, thread_name_prefix="connauth-store")
         self._holder = f"{socket.gethostname()[:32]}:{os.getpid()}"
         self.exchanger = Exchanger(self.idp, config.refresh_leeway)
-        self.minter = JWTMinter(public_url_of(redirect_uri), self._stored_private_key)
+        self.minter = JWTMinter(config.jwt_issuer, self._stored_private_key)
 
     def set_redirect_uri(self, uri: str) -> None:
         self.redirect_uri = self.flows.redirect_uri = uri
-        self.minter.issuer = public_url_of(uri)
 
     def _stored_private_key(self, name: str) -> bytes | None:
         return self.store.get_secret(f"connection:{name}:private_key")
@@ -175,12 +175,14 @@ class Broker:
         """
         self._check_config()
         spec = self.connection(name)
+        if spec.auth == "oauth-jwt" and (refused := self._jwt_refusal()) is not None:
+            raise refused  # before any consent: the user could not use it anyway
         result = await self._stored_grant(user, spec, expected_email)
         if isinstance(result, FlowStart) or spec.auth == "oauth":
             return result
         try:
             if spec.auth == "oauth-jwt":
-                return self._mint(spec, result)
+                return await self._mint(spec, result)
             exchanged = await self.exchanger.exchange(user, spec, result.access_token)
         except SubjectRejected:
             self.store.drop_token(user, name, "grant_revoked")
@@ -199,17 +201,16 @@ class Broker:
             grant=result.grant,
         )
 
-    def _mint(self, spec: ConnectionSpec, grant: TokenGrant) -> TokenGrant:
-        email = grant.extra.get("email")
-        if not email:
-            raise ConnAuthError(
-                f"The IdP did not say which email you have, so no Snowflake token can be "
-                f"minted for {spec.name!r}.",
-                "the IdP must return a verified email claim in the ID token: add the email "
-                "scope / claim to the IdP app, then authorize again",
-                code="no_email",
-            )
-        jwt = self.minter.mint(spec, str(email))
+    def _jwt_refusal(self) -> ConnAuthError | None:
+        return signing_refusal(self.config, self.jwt_signing_isolated)
+
+    async def _mint(self, spec: ConnectionSpec, grant: TokenGrant) -> TokenGrant:
+        refused = self._jwt_refusal()
+        if refused is not None:
+            raise refused
+        claims = grant.extra.get("claims") or {}
+        subject = jwt_subject(claims, self.config.jwt_subject_claim, spec.name)
+        jwt = await self.minter.amint(spec, subject)
         return TokenGrant(
             connection=spec.name,
             access_token=jwt.token,
@@ -301,6 +302,7 @@ class Broker:
                 "info": spec.kernel_info(),
                 "kind": "oauth",
                 "email": record.identity.get("email"),
+                "claims": record.identity,  # the JWT subject's source; never sent
             },
             grant=record.grant_id,
         )
@@ -512,6 +514,9 @@ class Broker:
             if self.store.secret_unreadable(f"connection:{name}:private_key"):
                 out.update(status="error", **KEY_CHANGED.to_json())
                 return out
+        if spec.auth == "oauth-jwt" and (refused := self._jwt_refusal()) is not None:
+            out.update(status="error", **refused.to_json())
+            return out
         stored = self.store.get_token(user, name)
         if self.config_error is not None:
             out.update(status="error", **self.config_error.to_json())

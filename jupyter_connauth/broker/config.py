@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
-from traitlets import Bool, Dict, Float, Int, List, Unicode, default
+from traitlets import Bool, Dict, Float, Int, List, Unicode, default, observe
 from traitlets.config import Configurable
+
+#: The JWT issuer when no public URL is configured: the same on every port.
+DEFAULT_JWT_ISSUER = "jupyter-connauth"
 
 
 class ConnAuth(Configurable):
@@ -132,3 +136,46 @@ class ConnAuth(Configurable):
             "client_secret_set": bool(self.client_secret),
             "public_url": self.public_url,
         }
+
+    # -- Snowflake OAuth (JWT) signing -------------------------------------------
+    allow_jwt_signing_as_user = Bool(
+        False,
+        help="""Let this single-user server (or a kernel hosting the broker) mint Snowflake
+        OAuth (JWT) tokens. That process runs as the notebook user, who can then read the
+        private key and mint a token for ANY Snowflake user: turn it on only where everyone
+        who can run code on this server may act as every Snowflake user. The JupyterHub
+        service signs without it (users cannot read its key). Logged as a warning at start
+        and flagged by %sql_connector doctor.""",
+    ).tag(config=True)
+
+    @observe("allow_jwt_signing_as_user")
+    def _warn_jwt_signing(self, change: Any) -> None:
+        if change["new"]:
+            logging.getLogger("jupyter_connauth").warning(
+                "jupyter-connauth: c.ConnAuth.allow_jwt_signing_as_user is on: whoever runs "
+                "code on this server can read the Snowflake signing key and mint a token for "
+                "any Snowflake user; the JupyterHub service keeps the key out of users' reach"
+            )
+
+    jwt_subject_claim = Unicode(
+        "email",
+        help="""The claim of the user's verified identity that becomes the Snowflake JWT's
+        subject (sub and the connection's jwt_user_claim), from the ID token on a Jupyter
+        server, from the authenticator's auth_state on JupyterHub. "email" is used only when
+        verified (email_verified is not false). Prefer an immutable claim such as "oid"
+        (Entra) or "sub", set as the Snowflake user's LOGIN_NAME: emails and usernames can
+        be renamed or, at some IdPs, edited by users.""",
+    ).tag(config=True)
+    jwt_issuer = Unicode(
+        help="""The iss of the Snowflake JWTs: EXTERNAL_OAUTH_ISSUER of the security
+        integration must be exactly this. Default: c.ConnAuth.public_url (with a trailing
+        slash) when set, else "jupyter-connauth". It never follows the server's port
+        (port_retries, random loopback ports), which would make Snowflake refuse every
+        token (390303).""",
+    ).tag(config=True)
+
+    @default("jwt_issuer")
+    def _default_jwt_issuer(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/") + "/"
+        return DEFAULT_JWT_ISSUER

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import ConnAuthError
 from ..core.flavours import default_scopes
-from .jwt_mint import public_key_fingerprint
+from .jwt_mint import OPT_IN, public_key_fingerprint, signing_refusal
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -93,8 +94,9 @@ async def diagnose(broker: Broker, user: str, name: str) -> list[dict[str, Any]]
             )
         )
     if spec.auth == "oauth-jwt":
+        checks.append(_signing_check(broker))
         try:
-            key = broker.minter.private_key(spec)
+            key = await asyncio.to_thread(broker.minter.private_key, spec)  # parsing blocks
             fp = public_key_fingerprint(key)
             expected = spec.extra.get("jwt_public_key_fp")
             if expected and expected != fp:
@@ -123,7 +125,21 @@ async def diagnose(broker: Broker, user: str, name: str) -> list[dict[str, Any]]
                 "JWT issuer",
                 None,
                 broker.minter.issuer,
-                "EXTERNAL_OAUTH_ISSUER of the security integration must be exactly this URL",
+                "EXTERNAL_OAUTH_ISSUER of the security integration must be exactly this "
+                "(c.ConnAuth.jwt_issuer)",
+            )
+        )
+        claim = cfg.jwt_subject_claim
+        checks.append(
+            Check(
+                "JWT subject",
+                None,
+                f"the user's {'verified ' if claim == 'email' else ''}{claim!r} claim "
+                "(c.ConnAuth.jwt_subject_claim)",
+                "an immutable claim (oid, sub) set as the Snowflake users' LOGIN_NAME is "
+                "safer than an email that can be renamed"
+                if claim in ("email", "preferred_username", "upn", "name")
+                else None,
             )
         )
     status = broker.status(user, name)
@@ -139,3 +155,20 @@ async def diagnose(broker: Broker, user: str, name: str) -> list[dict[str, Any]]
             )
         )
     return [asdict(c) for c in checks]
+
+
+def _signing_check(broker: Broker) -> Check:
+    """Where the Snowflake signing key lives, and who can read it."""
+    refused = signing_refusal(broker.config, broker.jwt_signing_isolated)
+    if refused is not None:
+        return Check("JWT signing", False, refused.message, refused.fix)
+    if broker.jwt_signing_isolated:
+        return Check("JWT signing", True, "in the JupyterHub service, out of users' reach")
+    return Check(
+        "JWT signing",
+        False,
+        f"{OPT_IN} is on: this server runs as its users, so whoever runs code here can "
+        "read the signing key and mint a Snowflake token for any Snowflake user",
+        "host the broker as the JupyterHub service (docs/jupyterhub.md), or turn the "
+        "option off where not everyone on this server may act as every Snowflake user",
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -24,6 +25,9 @@ class Principal:
     #: The user's login access token at the same IdP (hub pass-through), if any.
     login_token: str | None = field(default=None, repr=False)
     login_expires_at: float | None = None
+    #: The IdP's claims the host knows (hub auth_state's user info), e.g. for
+    #: c.ConnAuth.jwt_subject_claim.
+    claims: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def login_token_valid(self, leeway: float) -> bool:
         if not self.login_token:

@@ -8,8 +8,10 @@ for unqualified table names).
 ``client_options={"api_endpoint": "http://127.0.0.1:9050"}``, except for our own:
 
 - ``use_storage_api`` (bool, default True): download large query results through the
-  BigQuery Storage Read API (gRPC, Arrow). Local emulators do not serve it for query
-  results: set it to False there.
+  BigQuery Storage Read API (gRPC, Arrow) when google-cloud-bigquery-storage is
+  installed (``jupyter-connauth[bigquery]`` installs it); otherwise REST pages.
+- ``storage_api_endpoint`` (optional): the Storage Read API's ``host:port`` (TLS), or
+  ``http://host:port`` for a local emulator's plaintext gRPC (see bigquery_storage.py).
 - ``retry_deadline`` (seconds, default: the driver's 600): how long the driver keeps
   retrying transient failures (connection refused, 5xx, rate limits) before giving up.
 
@@ -43,6 +45,7 @@ from ..core.errors import (
     ConsentRequired,
 )
 from .base import (
+    PANDAS_OPTIONS,
     ConnectionInfo,
     Connector,
     Credential,
@@ -62,6 +65,7 @@ from .bigquery_errors import (
     translate_api_error,
 )
 from .bigquery_params import query_parameter
+from .bigquery_storage import read_client, storage_installed
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,13 +75,14 @@ log = logging.getLogger(__name__)
 
 
 #: Our own driver_options, removed before the rest goes to ``bigquery.Client``.
-OWN_OPTIONS = ("use_storage_api", "retry_deadline")
+OWN_OPTIONS = ("use_storage_api", "storage_api_endpoint", "retry_deadline")
 
 
 @dataclass(frozen=True)
 class _Settings:
     use_storage_api: bool = True
     retry_deadline: float | None = None
+    storage_api_endpoint: str | None = None
 
 
 class BigQueryConnector(Connector):
@@ -88,6 +93,7 @@ class BigQueryConnector(Connector):
     def __init__(self) -> None:
         # Our options per client, so connect() can hand back a plain bigquery.Client.
         self._settings: weakref.WeakKeyDictionary[Any, _Settings] = weakref.WeakKeyDictionary()
+        self._read_clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
     # -- connections --------------------------------------------------------------
     def connect(self, info: ConnectionInfo, cred: Credential) -> Any:
@@ -104,6 +110,7 @@ class BigQueryConnector(Connector):
         settings = _Settings(
             use_storage_api=_flag(options.pop("use_storage_api", True)),
             retry_deadline=_optional_float(options.pop("retry_deadline", None)),
+            storage_api_endpoint=options.pop("storage_api_endpoint", None) or None,
         )
         client = bigquery.Client(
             project=project,
@@ -201,9 +208,17 @@ class BigQueryConnector(Connector):
         progress: Progress | None = None,
     ) -> pa.Table:
         rows = self._run(conn, sql, params, max_rows, progress)
-        table: pa.Table = rows.to_arrow(
-            create_bqstorage_client=self._settings_for(conn).use_storage_api
-        )
+        settings = self._settings_for(conn)
+        if not (settings.use_storage_api and storage_installed()):
+            table: pa.Table = rows.to_arrow(create_bqstorage_client=False)
+        elif settings.storage_api_endpoint:
+            endpoint = str(settings.storage_api_endpoint)
+            reader = self._read_clients.get(conn)
+            if reader is None:  # one gRPC channel per BigQuery client
+                reader = self._read_clients[conn] = read_client(conn, endpoint)
+            table = rows.to_arrow(bqstorage_client=reader)
+        else:
+            table = rows.to_arrow(create_bqstorage_client=True)
         return table
 
     def to_pandas(self, table: pa.Table) -> pd.DataFrame:
@@ -338,7 +353,7 @@ def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
         pa.int64(): pd.Int64Dtype(),
         pa.bool_(): pd.BooleanDtype(),
     }
-    return table.to_pandas(types_mapper=nullable.get)
+    return table.to_pandas(types_mapper=nullable.get, **PANDAS_OPTIONS)
 
 
 def _field_type(field: Any) -> str:

@@ -58,6 +58,9 @@ DEFAULT_DRIVER_OPTIONS: dict[str, Any] = {
     "_retry_stop_after_attempts_count": 4,
     "_retry_delay_min": 0.25,
     "user_agent_entry": "jupyter-connauth",
+    # large results as CloudFetch links, downloaded in parallel (the driver's default,
+    # stated so an admin's driver_options can see and override it)
+    "use_cloud_fetch": True,
 }
 
 

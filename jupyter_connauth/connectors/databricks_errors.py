@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..core.errors import AccessDenied, ConfigError, ConnAuthError, ConsentRequired
+from ..core.redact import redact
 from .base import ConnectionInfo, QueryError
 
 #: What the warehouse answers for a session it does not know (restarted, expired).
@@ -26,13 +27,10 @@ FEDERATION_FIX = (
     f"token's audience is {AZURE_DATABRICKS_RESOURCE}"
 )
 
-_JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
-_BEARER_RE = re.compile(r"(?i)(bearer\s+)\S+")
-
 
 def scrub(text: str) -> str:
-    """Remove anything shaped like a bearer token from a driver message."""
-    return _BEARER_RE.sub(r"\1[token]", _JWT_RE.sub("[token]", text))
+    """A driver message without any token value or token-shaped string (core/redact.py)."""
+    return redact(text)
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

@@ -6,7 +6,8 @@ Both credential kinds log in with ``authenticator="oauth"``: an IdP access token
 server (``paramstyle="qmark"``); named ``:name`` parameters are rewritten to ``?``
 by a small tokenizer that leaves strings, quoted identifiers, comments, ``$$``
 bodies, ``::`` casts and ``col:path`` semi-structured access alone. Results come
-through the driver's Arrow path (``fetch_arrow_all`` / ``fetch_pandas_all``).
+through the driver's Arrow path (``fetch_arrow_all`` / ``fetch_pandas_all``), which
+downloads large results as chunks from presigned URLs in parallel.
 
 The driver is imported only inside methods.
 """
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from ..core.errors import ConfigError, ConnAuthError
 from .base import (
+    PANDAS_OPTIONS,
     ConnectionInfo,
     Connector,
     Credential,
@@ -137,7 +139,7 @@ class SnowflakeConnector(Connector):
             params,
             max_rows,
             progress,
-            lambda cur: cur.fetch_pandas_all(),
+            lambda cur: cur.fetch_pandas_all(**PANDAS_OPTIONS),
             len,
         )
         return df

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from ..core.errors import ConnAuthError
+from ..core.redact import redact
 from .base import ConnectionInfo, QueryError
 
 # -- Snowflake error numbers (errno on the driver's exceptions) -------------------
@@ -24,7 +25,6 @@ AUTH_RETRY_ERRNOS = frozenset({INVALID_TOKEN, TOKEN_EXPIRED, *SESSION_GONE})
 
 _ERR_PREFIX = re.compile(r"^(?:\s*\d{6} \([0-9A-Z]{5}\):\s*)+")
 _REQUEST_ID = re.compile(r"\s*\(request_id=[^)]*\)\s*$")
-_JWT_LIKE = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.[\w-]*")
 
 
 class SnowflakeAuthError(ConnAuthError):
@@ -45,11 +45,11 @@ def is_snowflake_error(exc: BaseException) -> bool:
 
 def clean_message(exc: BaseException) -> str:
     """The driver's message without the repeated ``000000 (XXXXX):`` prefixes, the request
-    id or anything that looks like a token."""
+    id, any token value this process has seen or anything shaped like one."""
     raw = getattr(exc, "msg", None) or str(exc)
     text = _ERR_PREFIX.sub("", str(raw)).strip()
     text = _REQUEST_ID.sub("", text).strip()
-    return _JWT_LIKE.sub("[redacted]", text)
+    return redact(text)
 
 
 def errno_of(exc: BaseException) -> int | None:

@@ -10,6 +10,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from .redact import remember
+
 ConsentReason = Literal[
     "first_use",
     "scopes_changed",
@@ -47,6 +49,9 @@ class TokenRecord:
     #: Random, set when a consent completes and kept by refresh: the kernel's sessions
     #: opened under another grant (revoked, re-authorized, scopes edited) are closed.
     grant_id: str = ""
+
+    def __post_init__(self) -> None:
+        remember(self.access_token, self.refresh_token)  # see core/redact.py
 
     def __repr__(self) -> str:
         return (

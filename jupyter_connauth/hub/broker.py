@@ -21,6 +21,7 @@ from typing import Any
 
 from ..broker.broker import Broker, TokenGrant
 from ..broker.flows import FlowStart
+from ..broker.jwt_mint import jwt_subject
 from ..broker.passthrough import SubjectRejected
 from ..core.connections import ConnectionSpec
 from ..core.errors import ConnAuthError
@@ -32,11 +33,13 @@ PASS_THROUGH = ("on-behalf-of", "token-exchange")
 
 
 class HubBroker(Broker):
+    jwt_signing_isolated = True  # a service process: users' servers cannot read its key
+
     async def token_for(self, ident: HubIdentity, name: str) -> TokenGrant | FlowStart:
         self._check_config()
         spec = self.connection(name)
         if spec.auth == "oauth-jwt":
-            return self._mint_for(spec, ident)
+            return await self._mint_for(spec, ident)
         if spec.auth in PASS_THROUGH and ident.login_token_valid(self.config.refresh_leeway):
             assert ident.login_token is not None
             try:
@@ -61,22 +64,21 @@ class HubBroker(Broker):
                 )
         return await self.token(ident.name, name, expected_email=ident.email)
 
-    def _mint_for(self, spec: ConnectionSpec, ident: HubIdentity) -> TokenGrant:
-        if not ident.email:
-            raise ConnAuthError(
-                f"JupyterHub knows no email for {ident.name!r}, so no Snowflake token can "
-                f"be minted for {spec.name!r}.",
-                "log in to the hub with an authenticator that returns an email claim and "
-                "enable_auth_state, or set c.ConnAuthHub.email_map / email_template",
-                code="no_email",
-            )
-        jwt = self.minter.mint(spec, ident.email)
+    def _jwt_claims(self, ident: HubIdentity) -> dict[str, Any]:
+        """The claims the JWT subject is taken from (c.ConnAuth.jwt_subject_claim)."""
+        if self.config.jwt_subject_claim == "email":  # verified, or email_map / _template
+            return {"email": ident.email} if ident.email else {}
+        return ident.claims  # auth_state's user info, as the authenticator got it
+
+    async def _mint_for(self, spec: ConnectionSpec, ident: HubIdentity) -> TokenGrant:
+        subject = jwt_subject(self._jwt_claims(ident), self.config.jwt_subject_claim, spec.name)
+        jwt = await self.minter.amint(spec, subject)
         return TokenGrant(
             connection=spec.name,
             access_token=jwt.token,
             expires_at=jwt.expires_at,
             token_type="Bearer",  # noqa: S106 - the token type
-            identity=ident.email,
+            identity=subject,
             extra={"info": spec.kernel_info(), "kind": "jwt"},
             grant=_hub_grant("hub", ident),
         )
@@ -89,8 +91,9 @@ class HubBroker(Broker):
             spec = self.connection(name)
         except ConnAuthError:
             return out
-        if spec.auth == "oauth-jwt" and ident.email:
-            out.update(status="authorized", authorized_as=ident.email, via="hub")
+        subject = self._jwt_claims(ident).get(self.config.jwt_subject_claim)
+        if spec.auth == "oauth-jwt" and isinstance(subject, str) and subject:
+            out.update(status="authorized", authorized_as=subject, via="hub")
         elif spec.auth in PASS_THROUGH and ident.login_token_valid(0):
             out.update(status="authorized", authorized_as=ident.email or ident.name, via="login")
         else:

@@ -21,6 +21,7 @@ import httpx2
 
 from ..broker.principal import Principal
 from ..core.errors import ConnAuthError
+from ..core.redact import remember
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +67,16 @@ def identity_from_model(
             email = email_template.format(username=name)
     token = auth_state.get("access_token")
     login_token = token if isinstance(token, str) and token else None
+    remember(login_token)  # the exchanges' subject: masked in any text (core/redact.py)
     expires_at = jwt_expiry(login_token) if login_token else None
     response = auth_state.get("token_response")
     if expires_at is None and login_token and isinstance(response, dict):
         expires_at = _expiry_from_response(response)
+    infos = (auth_state.get(k) for k in ("oauth_user", "user", "userinfo"))
+    claims = next((dict(i) for i in infos if isinstance(i, dict)), {})
     return HubIdentity(
         name=name,
+        claims=claims,
         admin=bool(model.get("admin")),
         groups=[str(g) for g in model.get("groups") or []],
         email=email,

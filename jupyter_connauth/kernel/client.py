@@ -24,6 +24,7 @@ from ..core.errors import (
     FlowError,
     IdPUnavailable,
 )
+from ..core.redact import remember
 
 URL_ENV = "JUPYTER_CONNAUTH_URL"
 TOKEN_ENV = "JUPYTER_CONNAUTH_TOKEN"  # noqa: S105 - an environment variable's name
@@ -268,6 +269,7 @@ def token_or_consent(data: dict[str, Any]) -> AccessToken | ConsentNeeded:
             flow_id=data["flow_id"],
             expires_at=data["expires_at"],
         )
+    remember(data.get("access_token"))  # masked in every error this kernel shows
     known = {"status", "connection", "access_token", "expires_at", "token_type"}
     known |= {"identity", "warning", "grant"}
     return AccessToken(

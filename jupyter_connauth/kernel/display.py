@@ -7,13 +7,18 @@ import threading
 import time
 from typing import Any
 
+from ..core.redact import redact
+
 
 def rows_bundle(rows: list[dict[str, Any]]) -> dict[str, str]:
     """Small tables for the line commands: aligned text and escaped HTML, untruncated."""
     if not rows:
         return {"text/plain": "(none)", "text/html": "<i>(none)</i>"}
     cols = list(rows[0])
-    cells = [[str(r.get(c, "") if r.get(c) is not None else "") for c in cols] for r in rows]
+    # the line commands' rows (test, doctor, status) may quote a driver's or IdP's words
+    cells = [
+        [redact(str(r.get(c, "") if r.get(c) is not None else "")) for c in cols] for r in rows
+    ]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]
     lines += [
@@ -41,6 +46,7 @@ def show_table(data: Any, footer: str | None) -> None:
     else:
         display(data)
     if footer:
+        footer = redact(footer)
         display({"text/plain": footer, "text/html": f"<small>{footer}</small>"}, raw=True)
 
 

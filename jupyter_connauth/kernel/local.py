@@ -24,6 +24,7 @@ from traitlets.config import Config
 
 from ..broker.broker import Broker, TokenGrant
 from ..broker.config import ConnAuth
+from ..broker.environ import withhold_from_kernels
 from ..broker.flows import FlowStart
 from ..broker.store import open_store
 from ..core.crypto import CryptKeeper
@@ -94,6 +95,9 @@ class LocalBrokerClient:
             crypt = CryptKeeper.from_env_or_file(Path(self.settings.key_file))
             store = open_store(self.settings.store_path, crypt)
             self.broker = Broker(self.settings, store, redirect_uri=self.redirect_uri)
+            # out of os.environ for cell code and subprocesses (this process's
+            # /proc/self/environ keeps its initial block: see broker/environ.py)
+            withhold_from_kernels(self.settings)
             broker, owner = self.broker, self.user
 
             class Callback(RequestHandler):

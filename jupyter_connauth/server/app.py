@@ -17,6 +17,7 @@ from traitlets import Unicode, default
 from .._version import __version__
 from ..broker.broker import Broker
 from ..broker.config import ConnAuth
+from ..broker.environ import withhold_from_kernels
 from ..broker.store import open_store
 from ..broker.warehouse import WarehouseCalls
 from ..core.crypto import CryptKeeper
@@ -144,6 +145,7 @@ class ConnAuthApp(ExtensionApp):
 
     def _export_kernel_env(self) -> None:
         """Kernels this server starts inherit these and reach the broker with them."""
+        withhold_from_kernels(self.connauth)  # and none of the broker's secrets
         os.environ["JUPYTER_CONNAUTH_URL"] = self.kernel_api_url()
         os.environ["JUPYTER_CONNAUTH_TOKEN"] = self.kernel_token
 

@@ -13,6 +13,7 @@ from typing import Any
 from tornado import web
 
 from ..core.errors import ConnAuthError
+from ..core.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class JSONAPIMixin(web.RequestHandler):
             body = {"error": "http_error", "message": message, "fix": None}
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(body))
+        self.finish(redact(json.dumps(body)))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, ConnAuthError):

@@ -132,6 +132,14 @@ const clients = (cfg.clients ?? []).map((c) => {
 
 // ---------------------------------------------------------------- helpers --
 
+// login -> claims that replace or add to the defaults (e.g. an unverified email, an
+// Entra-style immutable `oid`); added claims are released with the openid scope.
+const accountOverrides = cfg.account_claims ?? {};
+const STANDARD_CLAIMS = ['sub', 'email', 'email_verified', 'name', 'preferred_username'];
+const addedClaims = [
+  ...new Set(Object.values(accountOverrides).flatMap((o) => Object.keys(o))),
+].filter((c) => !STANDARD_CLAIMS.includes(c));
+
 function accountClaims(login) {
   const email = login.includes('@') ? login : `${login}@example.com`;
   const local = email.split('@')[0];
@@ -141,6 +149,7 @@ function accountClaims(login) {
     email_verified: true,
     name: local.charAt(0).toUpperCase() + local.slice(1),
     preferred_username: email,
+    ...(accountOverrides[login] ?? {}),
   };
 }
 
@@ -228,7 +237,7 @@ const configuration = {
   scopes: OIDC_SCOPES,
   responseTypes: ['code'],
   claims: {
-    openid: ['sub'],
+    openid: ['sub', ...addedClaims],
     email: ['email', 'email_verified'],
     profile: ['name', 'preferred_username'],
   },

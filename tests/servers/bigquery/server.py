@@ -45,6 +45,7 @@ from collections import Counter
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+import bq_results
 import bqemulator.server as bq_server_mod
 import grpc
 import jwt
@@ -274,6 +275,7 @@ class Stats:
         self.by_user: Counter[str] = Counter()
         self.jobs_by_user: Counter[str] = Counter()
         self.auth_failures: list[str] = []
+        bq_results.STATS.update(dict.fromkeys(bq_results.STATS, 0))
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -286,6 +288,7 @@ class Stats:
                 "requests_by_user": dict(self.by_user),
                 "jobs_by_user": dict(self.jobs_by_user),
                 "auth_failures": list(self.auth_failures[-20:]),
+                **bq_results.STATS,
             }
 
     def auth_failed(self, reason: str) -> None:
@@ -923,7 +926,11 @@ class GrpcAuthInterceptor(grpc.aio.ServerInterceptor):
                         )
                     table = request.read_session.table
                     m = re.match(r"^projects/([^/]+)/datasets/([^/]+)/tables/([^/]+)$", table)
-                    if m is None or not cfg.can_read_dataset(email, m.group(1), m.group(2)):
+                    readable = m is not None and (
+                        cfg.can_read_dataset(email, m.group(1), m.group(2))
+                        or bq_results.owns_result(email, table)  # the user's own query result
+                    )
+                    if not readable:
                         await context.abort(
                             grpc.StatusCode.PERMISSION_DENIED,
                             f"request failed: the user does not have 'bigquery.tables.getData' "
@@ -965,7 +972,9 @@ def install_wrappers(cfg: Config, stats: Stats, holder: dict[str, Any]) -> None:
         inner = original_create_app(context)
         holder["inner_app"] = inner
         holder["context"] = context
-        return AuthApp(inner, context, cfg, verifier, stats)  # type: ignore[arg-type]
+        app = AuthApp(inner, context, cfg, verifier, stats)  # type: ignore[arg-type]
+        bq_results.JOB_OWNER = app.job_owner
+        return app
 
     def build_grpc_server(context: Any) -> tuple[Any, int]:
         from bqemulator.grpc_api.interceptors import DomainErrorTranslationInterceptor
@@ -993,6 +1002,7 @@ def install_wrappers(cfg: Config, stats: Stats, holder: dict[str, Any]) -> None:
 
     bq_server_mod.create_app = create_app
     bq_server_mod.build_grpc_server = build_grpc_server
+    bq_results.install()
 
 
 # --------------------------------------------------------------------------

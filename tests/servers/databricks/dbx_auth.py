@@ -105,12 +105,24 @@ class TokenVerifier:
         self._secret = secrets.token_bytes(32)
         self.exchange_ttl = int(cfg.get("exchange_token_ttl_s", 3600))
         self.accept_idp_tokens = bool(cfg.get("accept_idp_tokens_directly", True))
+        # A careless warehouse (or proxy) that quotes the rejected token in its error:
+        # what the client's redaction must catch whatever the token's shape.
+        self.echo_rejected_token = bool(cfg.get("echo_rejected_token", False))
         if not (cfg.get("jwks_url") or cfg.get("jwks") or self.static_tokens):
             raise ValueError("config needs jwks_url (or jwks, or static_tokens)")
         if (cfg.get("jwks_url") or cfg.get("jwks")) and not (self.issuer and self.audience):
             raise ValueError("config needs issuer and audience with jwks_url")
 
     def authenticate(self, authorization: str | None) -> Identity:
+        try:
+            return self._authenticate(authorization)
+        except AuthError as e:
+            if not (self.echo_rejected_token and authorization):
+                raise
+            token = authorization.split(None, 1)[-1]
+            raise AuthError(e.status, f"{e.reason} Rejected token {token}", e.detail) from None
+
+    def _authenticate(self, authorization: str | None) -> Identity:
         if not authorization or not authorization.lower().startswith("bearer "):
             raise AuthError(401, NO_CREDENTIAL, "no bearer token")
         token = authorization[7:].strip()

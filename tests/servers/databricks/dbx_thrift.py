@@ -2,7 +2,8 @@
 
 Built on the Thrift types shipped inside databricks-sql-connector. Results go out as
 Arrow IPC batches (``ARROW_BASED_SET``), inline: the first page in ``directResults``,
-the rest through ``FetchResults`` with ``hasMoreRows``.
+the rest through ``FetchResults`` with ``hasMoreRows``. Large results for clients that
+allow it go out as CloudFetch links instead (``URL_BASED_SET``, dbx_cloudfetch.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import dbx_engine as E
 import pyarrow as pa
 from databricks.sql.thrift_api.TCLIService import ttypes as T
+from dbx_cloudfetch import CloudFetchStore
 
 # The identity of the request being processed (set by the HTTP layer per request).
 current = threading.local()
@@ -90,7 +92,7 @@ def _ttype(t: pa.DataType) -> T.TTypeDesc:
     return T.TTypeDesc(types=[entry])
 
 
-def _metadata_resp(o: E.Operation) -> T.TGetResultSetMetadataResp:
+def _metadata_resp(o: E.Operation, urls: bool = False) -> T.TGetResultSetMetadataResp:
     schema = o.table.schema if o.table is not None else pa.schema([])
     cols = [
         T.TColumnDesc(columnName=f.name, typeDesc=_ttype(f.type), position=i + 1)
@@ -99,7 +101,9 @@ def _metadata_resp(o: E.Operation) -> T.TGetResultSetMetadataResp:
     return T.TGetResultSetMetadataResp(
         status=_OK,
         schema=T.TTableSchema(columns=cols),
-        resultFormat=T.TSparkRowSetType.ARROW_BASED_SET,
+        resultFormat=T.TSparkRowSetType.URL_BASED_SET
+        if urls
+        else T.TSparkRowSetType.ARROW_BASED_SET,
         lz4Compressed=o.lz4,
         arrowSchema=schema.serialize().to_pybytes(),
         isStagingOperation=False,
@@ -116,6 +120,7 @@ class Handler:
         self.poll_wait = float(cfg.get("status_poll_wait_s", 0.5))
         self.max_page_rows = int(cfg.get("max_page_rows", 0) or 0)
         self.lz4 = bool(cfg.get("lz4", False))
+        self.cloudfetch = CloudFetchStore(cfg, engine.stats)
 
     @property
     def _email(self) -> str:
@@ -130,11 +135,18 @@ class Handler:
 
     # ---------------------------------------------------------------- paging
 
+    def _urls(self, o: E.Operation) -> bool:
+        return self.cloudfetch.use_links(o.table, getattr(o, "can_download", False))
+
     def _page(self, o: E.Operation, max_rows: int | None, max_bytes: int | None) -> T.TRowSet:
         table = o.table
         start = o.offset
         if table is None or start >= table.num_rows:
             return T.TRowSet(startRowOffset=start, rows=[], arrowBatches=[])
+        if self._urls(o):  # CloudFetch: links to files, whatever maxRows says
+            base = getattr(current, "base_url", "http://127.0.0.1")
+            links, o.offset = self.cloudfetch.links(table, start, o.lz4, base)
+            return T.TRowSet(startRowOffset=start, rows=[], resultLinks=links)
         n = table.num_rows - start
         if max_rows and max_rows > 0:
             n = min(n, max_rows)
@@ -177,7 +189,7 @@ class Handler:
         status = self._status_resp(o)
         if o.state != E.FINISHED:
             return T.TSparkDirectResults(operationStatus=status)
-        meta = _metadata_resp(o)
+        meta = _metadata_resp(o, self._urls(o))
         rows = self._page(o, req_direct.maxRows, req_direct.maxBytes)
         more = o.has_more_rows
         self.engine.stats.bump("fetch_results")
@@ -242,6 +254,7 @@ class Handler:
             return T.TExecuteStatementResp(status=_error(str(e), invalid_handle=True))
         o = self.engine.execute(s, req.statement, req.parameters)
         o.lz4 = self.lz4 and bool(req.canDecompressLZ4Result)
+        o.can_download = bool(req.canDownloadResult)  # type: ignore[attr-defined]
         if req.getDirectResults is not None:
             o.done.wait(self.direct_wait)
         return T.TExecuteStatementResp(
@@ -318,7 +331,7 @@ class Handler:
             return T.TGetResultSetMetadataResp(
                 status=_error(o.error or f"Operation is in state {o.state}", o.sql_state or "HY000")
             )
-        return _metadata_resp(o)
+        return _metadata_resp(o, self._urls(o))
 
     def FetchResults(self, req: T.TFetchResultsReq) -> T.TFetchResultsResp:
         try:
@@ -341,7 +354,9 @@ class Handler:
             status=_OK,
             hasMoreRows=o.has_more_rows,
             results=rows,
-            resultSetMetadata=_metadata_resp(o) if req.includeResultSetMetadata else None,
+            resultSetMetadata=_metadata_resp(o, self._urls(o))
+            if req.includeResultSetMetadata
+            else None,
         )
 
     def CancelOperation(self, req: T.TCancelOperationReq) -> T.TCancelOperationResp:

@@ -118,6 +118,11 @@ class RequestHandler(BaseHTTPRequestHandler):
             self._json(200, self.wh.stats.snapshot(self.wh.engine))
         elif path == "/__test__/health":
             self._json(200, {"ok": True})
+        elif path.startswith("/__cloudfetch__/"):  # presigned links: no bearer token
+            status, ctype, blob = self.wh.handler.cloudfetch.serve(
+                path, self.path.partition("?")[2]
+            )
+            self._send(status, blob, ctype=ctype)
         elif path.startswith(FEATURE_FLAGS_PREFIX):
             self._read_body()
             if self._auth() is not None:
@@ -149,6 +154,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         if ident is None:
             return
         dbx_thrift.current.identity = ident
+        scheme = "https" if isinstance(self.connection, ssl.SSLSocket) else "http"
+        dbx_thrift.current.base_url = f"{scheme}://{self.headers.get('Host', '127.0.0.1')}"
         try:
             itrans = TMemoryBuffer(body)
             otrans = TMemoryBuffer()

@@ -86,7 +86,9 @@ def _config(idp: _Idp, **extra: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def server(idp: _Idp) -> Iterator[DatabricksServer]:
-    with DatabricksServer(_config(idp, seed_big_rows=BIG_ROWS, max_page_rows=60_000)) as srv:
+    # inline paging is what these tests look at; CloudFetch has its own tests
+    cfg = _config(idp, seed_big_rows=BIG_ROWS, max_page_rows=60_000, cloudfetch=False)
+    with DatabricksServer(cfg) as srv:
         yield srv
 
 

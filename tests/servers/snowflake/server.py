@@ -45,6 +45,7 @@ import jwt
 import pyarrow as pa
 import pyarrow.compute as pc
 import uvicorn
+from sf_results import PENDING, ChunkSettings, Pending, ResultStore, send_raw
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -561,6 +562,7 @@ class ConnAuthApp:
         self._session_ids = itertools.count(1_000_000_001)
         self.debug = False
         self.telemetry = 0
+        self.results = ResultStore(ChunkSettings())
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -582,6 +584,7 @@ class ConnAuthApp:
                     "failed_logins": self.failed_logins,
                     "active_sessions": len(self.sessions),
                     "queries": self.queries,
+                    **self.results.stats(),
                 }
             )
             return await resp(scope, receive, send)
@@ -599,13 +602,49 @@ class ConnAuthApp:
             if resp is not None:
                 return await resp(scope, receive, send)
             self.queries += 1
-            return await self.inner(scope, _replay(body, receive), send)
+            return await self.query_with_chunks(scope, _replay(body, receive), send)
+        if path.startswith("/__results__/") and method == "GET":
+            headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+            status, out, blob = self.results.serve(path, scope.get("query_string", b""), headers)
+            return await send_raw(send, status, out, blob)
         if path == "/session" and method == "POST":
             # logout: forget our side of the session too
             req = Request(scope, receive)
             if req.query_params.get("delete"):
                 self.sessions.pop(_session_token(scope) or "", None)
         return await self.inner(scope, receive, send)
+
+    # ---- results: large ones as chunk URLs (sf_results.py)
+
+    async def query_with_chunks(self, scope: dict, receive: Any, send: Any) -> None:
+        host = dict(scope["headers"]).get(b"host", b"127.0.0.1").decode()
+        pending = Pending(base_url=f"http://{host}")
+        token = PENDING.set(pending)
+        start: dict[str, Any] = {}
+        parts: list[bytes] = []
+        try:
+
+            async def capture(msg: dict) -> None:
+                if msg["type"] == "http.response.start":
+                    start.update(msg)
+                    return
+                parts.append(msg.get("body", b""))
+                if msg.get("more_body"):
+                    return
+                body = b"".join(parts)
+                if pending.chunks:
+                    payload = json.loads(body)
+                    payload["data"]["chunks"] = pending.chunks
+                    payload["data"]["chunkHeaders"] = pending.headers
+                    body = json.dumps(payload).encode()
+                headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+                headers.append((b"content-length", str(len(body)).encode()))
+                await send({**start, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+
+            await self.inner(scope, receive, capture)
+        finally:
+            PENDING.reset(token)
 
     # ---- login
 
@@ -793,7 +832,10 @@ def build_app(config_dict: dict[str, Any]) -> ConnAuthApp:
     config = Config.from_dict(config_dict)
     patch_fakesnow()
     seed(config)
-    return ConnAuthApp(config)
+    app = ConnAuthApp(config)
+    app.results = ResultStore(ChunkSettings.from_dict(config_dict))
+    fakesnow.server.to_ipc = app.results.to_ipc
+    return app
 
 
 async def _serve(app: ConnAuthApp, sock: socket.socket, log_level: str) -> None:
