@@ -223,7 +223,7 @@ def bench_logins(stack: Stack, tokens: dict[str, str]) -> tuple[list[Row], dict[
 
 def seed_store(stack: Stack, hub_users: list[str], n_users: int) -> dict[str, str]:
     """n_users valid tokens (the hub users among them); returns the hub users' tokens."""
-    from jupyter_connauth.broker.sql_store import SQLTokenStore
+    from jupyter_connauth.broker.store import SQLTokenStore
     from jupyter_connauth.core.connections import parse_connection
     from jupyter_connauth.core.crypto import CryptKeeper
     from jupyter_connauth.core.tokens import TokenRecord
@@ -509,7 +509,7 @@ def _replica_broker(spec: dict[str, Any]) -> Any:
     from traitlets.config import Config
 
     from jupyter_connauth.broker.config import ConnAuth
-    from jupyter_connauth.broker.sql_store import SQLTokenStore
+    from jupyter_connauth.broker.store import SQLTokenStore
     from jupyter_connauth.core.crypto import CryptKeeper
     from jupyter_connauth.hub.broker import HubBroker
 

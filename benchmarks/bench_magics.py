@@ -178,7 +178,7 @@ def bench_cell(iterations: int, budget_s: float, profile_seconds: float = 0) -> 
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
 
-    from jupyter_connauth.broker.store import SQLiteTokenStore
+    from jupyter_connauth.broker.store import open_store
     from jupyter_connauth.core.crypto import CryptKeeper
     from jupyter_connauth.core.tokens import TokenRecord
     from jupyter_connauth.kernel.client import BrokerClient
@@ -248,7 +248,7 @@ def bench_cell(iterations: int, budget_s: float, profile_seconds: float = 0) -> 
         }
         client = LocalBrokerClient(config=c, user=USER)
         fingerprint = client.broker.connection("sales").fingerprint
-        seed = SQLiteTokenStore(store_path, CryptKeeper([key]))
+        seed = open_store(store_path, CryptKeeper([key]))
         try:
             seed.put_token(
                 USER,

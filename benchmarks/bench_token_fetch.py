@@ -66,13 +66,13 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 def populate(store_path: Path, key: bytes, n_users: int) -> str:
     """N users with a valid token each; returns the owner's access token."""
-    from jupyter_connauth.broker.store import SQLiteTokenStore
+    from jupyter_connauth.broker.store import open_store
     from jupyter_connauth.core.connections import parse_connection
     from jupyter_connauth.core.crypto import CryptKeeper
     from jupyter_connauth.core.tokens import TokenRecord
 
     fingerprint = parse_connection(CONNECTION, CONNECTION_RAW, "oidc").fingerprint
-    store = SQLiteTokenStore(store_path, CryptKeeper([key]))
+    store = open_store(store_path, CryptKeeper([key]))
     expires = time.time() + 7 * 24 * 3600  # no refresh during the run
     owner_token = ""
     t0 = time.perf_counter()
@@ -101,7 +101,7 @@ def broker_inprocess(store_path: Path, key: bytes, calls: int) -> float:
     """Mean microseconds of ``await Broker.token(owner, sales)`` without HTTP."""
     from jupyter_connauth.broker.broker import Broker
     from jupyter_connauth.broker.config import ConnAuth
-    from jupyter_connauth.broker.store import SQLiteTokenStore
+    from jupyter_connauth.broker.store import open_store
     from jupyter_connauth.core.crypto import CryptKeeper
 
     config = ConnAuth(
@@ -110,7 +110,7 @@ def broker_inprocess(store_path: Path, key: bytes, calls: int) -> float:
         connections={CONNECTION: CONNECTION_RAW},
         store_path=str(store_path),
     )
-    store = SQLiteTokenStore(store_path, CryptKeeper([key]))
+    store = open_store(store_path, CryptKeeper([key]))
     broker = Broker(config, store, redirect_uri="http://127.0.0.1/oauth/connector/callback")
 
     async def loop() -> float:

@@ -270,12 +270,15 @@ class TestIdP:
         fail_token_endpoint: int | None = _UNSET,
         garbage: bool = _UNSET,
         fail_times: int | None = _UNSET,
+        fail_error: str | None = _UNSET,
     ) -> dict[str, Any]:
         """Token-endpoint faults; only the arguments given change.
 
         fail_token_endpoint=503 answers that status with an HTML body; garbage=True
         answers 200 with a non-JSON body; fail_times=N clears both after N faulty
-        answers; delay_ms delays every token request.  ``clear_faults()`` undoes all.
+        answers; fail_error="temporarily_unavailable" answers that OAuth error as JSON
+        (status 400, or fail_token_endpoint's) with Retry-After: 2; delay_ms delays every
+        token request.  ``clear_faults()`` undoes all.
         """
         changes = {
             k: v
@@ -284,6 +287,7 @@ class TestIdP:
                 "fail_token_endpoint": fail_token_endpoint,
                 "garbage": garbage,
                 "fail_times": fail_times,
+                "fail_error": fail_error,
             }.items()
             if v is not _UNSET
         }
@@ -291,7 +295,7 @@ class TestIdP:
 
     def clear_faults(self) -> dict[str, Any]:
         return self.set_runtime(
-            delay_ms=0, fail_token_endpoint=None, garbage=False, fail_times=None
+            delay_ms=0, fail_token_endpoint=None, garbage=False, fail_times=None, fail_error=None
         )
 
     def set_runtime(self, **changes: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from tornado.httpclient import HTTPClientError
 
 from jupyter_connauth.broker.broker import Broker
 from jupyter_connauth.broker.config import ConnAuth
-from jupyter_connauth.broker.store import SQLiteTokenStore
+from jupyter_connauth.broker.store import open_store
 from jupyter_connauth.core.crypto import CryptKeeper
 from jupyter_connauth.core.tokens import TokenRecord
 from tests.test_consent_flow import api
@@ -140,7 +140,7 @@ async def test_admin_scope_edit_in_config_asks_everyone_again(
         client_secret=idp.client_secret,
         connections={"sales": {**broker.config.connections["sales"], "scopes": "sql"}},
     )
-    store = SQLiteTokenStore(store_path, CryptKeeper.from_env_or_file(store_path.parent / "k"))
+    store = open_store(store_path, CryptKeeper.from_env_or_file(store_path.parent / "k"))
     restarted = Broker(config, store, redirect_uri=redirect_uri)
     try:
         for user in ("alice", "bob"):

@@ -42,7 +42,7 @@ def connauth_config(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     # the secret from the environment, as the README advises: Jupyter logs its
     # config at debug level
     monkeypatch.setenv("JUPYTER_CONNAUTH_CLIENT_SECRET", CLIENT_SECRET)
-    return {"client_secret": "", "refresh_leeway": 3}
+    return {"client_secret": "", "refresh_leeway": 3, "refresh_leeway_fraction": 1.0}
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ import pytest
 from tests.test_consent_flow import api
 
 TTL = 6  # seconds an access token lives at the IdP in these tests
-LEEWAY = 5  # so a token is due for refresh one second after it was issued
+LEEWAY = 5  # c.ConnAuth.refresh_leeway; at most half the lifetime counts (the default
+DUE = min(LEEWAY, 0.5 * TTL)  # refresh_leeway_fraction): due 3 s after it was issued
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ async def authorize(jp_fetch: Any, consent: Any, name: str = "sales") -> dict[st
 
 
 async def wait_until_due(token: dict[str, Any]) -> None:
-    delay = token["expires_at"] - LEEWAY - time.time() + 0.2
+    delay = token["expires_at"] - DUE - time.time() + 0.2
     if delay > 0:
         await asyncio.sleep(delay)
 
@@ -117,7 +118,8 @@ async def test_idp_down_keeps_token_and_recovers(jp_fetch, consent, idp):
         await asyncio.sleep(max(0.0, first["expires_at"] - time.time() + 0.1))
         with pytest.raises(HTTPClientError) as e:
             await api(jp_fetch, "connections", "sales", "token", method="POST")
-        assert e.value.code == 502
+        assert e.value.code == 503  # a timeout: worth retrying
+        assert int(e.value.response.headers["Retry-After"]) >= 1
         body = e.value.response.body.decode()
         assert "idp_unavailable" in body and "unreachable" in body
         assert first["access_token"] not in body
@@ -142,7 +144,7 @@ async def test_idp_errors_during_refresh_keep_token(jp_fetch, consent, idp, faul
     await asyncio.sleep(max(0.0, first["expires_at"] - time.time() + 0.1))
     with pytest.raises(HTTPClientError) as e:
         await api(jp_fetch, "connections", "sales", "token", method="POST")
-    assert e.value.code == 502
+    assert e.value.code == (503 if fault == "503" else 502)  # 503 + Retry-After: retryable
     assert (await api(jp_fetch, "connections", "sales"))["status"] == "authorized"
     idp.clear_faults()
     back = await api(jp_fetch, "connections", "sales", "token", method="POST")

@@ -210,7 +210,7 @@ class TestRefreshMidSession:
 
     @pytest.fixture
     def connauth_config(self) -> dict[str, Any]:
-        return {"refresh_leeway": 5}
+        return {"refresh_leeway": 5, "refresh_leeway_fraction": 1.0}
 
     async def test_expiry_refreshes_and_reconnects_without_the_user(
         self, shell, consent, jp_fetch, idp, snowflake

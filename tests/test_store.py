@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from jupyter_connauth.broker.store import SQLiteTokenStore
+from jupyter_connauth.broker.store import open_store
 from jupyter_connauth.core.crypto import CryptKeeper, keys_from_env
 from jupyter_connauth.core.errors import ConfigError
 from jupyter_connauth.core.tokens import TokenRecord
@@ -39,7 +39,7 @@ def keeper() -> CryptKeeper:
 
 
 def test_file_is_private_and_encrypted(tmp_path: Path, keeper: CryptKeeper) -> None:
-    store = SQLiteTokenStore(tmp_path / "s" / "tokens.sqlite3", keeper)
+    store = open_store(tmp_path / "s" / "tokens.sqlite3", keeper)
     store.put_token("alice", "sales", "fp1", record())
     assert stat.S_IMODE(os.stat(store.path).st_mode) == 0o600
     got = store.get_token("alice", "sales")
@@ -53,7 +53,7 @@ def test_file_is_private_and_encrypted(tmp_path: Path, keeper: CryptKeeper) -> N
 
 
 def test_users_are_kept_apart(tmp_path: Path, keeper: CryptKeeper) -> None:
-    store = SQLiteTokenStore(tmp_path / "t.sqlite3", keeper)
+    store = open_store(tmp_path / "t.sqlite3", keeper)
     store.put_token("alice", "sales", "fp", record(1))
     store.put_token("bob", "sales", "fp", record(2))
     alice = store.get_token("alice", "sales")
@@ -70,11 +70,11 @@ def test_users_are_kept_apart(tmp_path: Path, keeper: CryptKeeper) -> None:
 def test_key_rotation(tmp_path: Path) -> None:
     old, new = Fernet.generate_key(), Fernet.generate_key()
     path = tmp_path / "r.sqlite3"
-    SQLiteTokenStore(path, CryptKeeper([old])).put_token("alice", "sales", "fp", record())
-    rotated = SQLiteTokenStore(path, CryptKeeper([new, old]))
+    open_store(path, CryptKeeper([old])).put_token("alice", "sales", "fp", record())
+    rotated = open_store(path, CryptKeeper([new, old]))
     assert rotated.reencrypt() >= 1
     rotated.close()
-    only_new = SQLiteTokenStore(path, CryptKeeper([new]))
+    only_new = open_store(path, CryptKeeper([new]))
     got = only_new.get_token("alice", "sales")
     assert got is not None and got.record is not None
 
@@ -83,10 +83,10 @@ def test_wrong_key_means_consent_not_crash(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "w.sqlite3"
-    SQLiteTokenStore(path, CryptKeeper([Fernet.generate_key()])).put_token(
+    open_store(path, CryptKeeper([Fernet.generate_key()])).put_token(
         "alice", "sales", "fp", record()
     )
-    other = SQLiteTokenStore(path, CryptKeeper([Fernet.generate_key()]))
+    other = open_store(path, CryptKeeper([Fernet.generate_key()]))
     got = other.get_token("alice", "sales")
     assert got is not None and got.record is None
     assert "cannot be decrypted" in caplog.text
@@ -120,10 +120,10 @@ WRITER = textwrap.dedent(
     """
     import sys, time
     from cryptography.fernet import Fernet
-    from jupyter_connauth.broker.store import SQLiteTokenStore
+    from jupyter_connauth.broker.store import open_store
     from jupyter_connauth.core.crypto import CryptKeeper
     from jupyter_connauth.core.tokens import TokenRecord
-    store = SQLiteTokenStore(sys.argv[1], CryptKeeper([sys.argv[2].encode()]))
+    store = open_store(sys.argv[1], CryptKeeper([sys.argv[2].encode()]))
     print("go", flush=True)
     i = 0
     while True:
@@ -147,10 +147,61 @@ def test_kill_during_writes_leaves_complete_tokens(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         proc.stdout.close()
-        store = SQLiteTokenStore(path, CryptKeeper([key]))
+        store = open_store(path, CryptKeeper([key]))
         tokens = [store.get_token(f"user{i}", "sales") for i in range(50)]
         present = [t for t in tokens if t is not None]
         assert present, "the writer wrote nothing"
         for t in present:
             assert t.record is not None and t.record.access_token.startswith("a" * 2000)
         store.close()
+
+
+KEY_STARTER = textwrap.dedent(
+    """
+    import hashlib, os, sys, time
+    from pathlib import Path
+    from jupyter_connauth.core.crypto import CryptKeeper
+    real_open = os.open
+    def slow_open(path, flags, *args, **kwargs):  # a slow (network) home directory
+        if flags & os.O_CREAT:
+            time.sleep(0.05)
+        return real_open(path, flags, *args, **kwargs)
+    os.open = slow_open
+    go = Path(sys.argv[2])
+    while not go.exists():
+        time.sleep(0.001)
+    keeper = CryptKeeper.from_env_or_file(Path(sys.argv[1]))
+    print(hashlib.sha256(b";".join(keeper.keys)).hexdigest(), flush=True)
+    """
+)
+
+
+def test_processes_starting_at_once_generate_one_key(tmp_path: Path) -> None:
+    """Servers and kernels of one user starting together (no key in the environment)
+    must not each generate a key, nor crash or read a half-written file."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("JUPYTER_CONNAUTH_CRYPT_KEY", "JUPYTERHUB_CRYPT_KEY")
+    }
+    for round_no in range(3):
+        key_file, go = tmp_path / f"r{round_no}" / "crypt.key", tmp_path / f"go{round_no}"
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", KEY_STARTER, str(key_file), str(go)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+            )
+            for _ in range(6)
+        ]
+        time.sleep(1.0)  # all of them waiting
+        go.touch()
+        outs = [p.communicate(timeout=60) for p in procs]
+        pairs = zip(procs, outs, strict=True)
+        errors = [err.decode()[-300:] for p, (_o, err) in pairs if p.returncode]
+        assert not errors, errors
+        digests = {out.strip() for out, _err in outs}
+        assert len(digests) == 1, f"round {round_no}: {len(digests)} different keys"
+        assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+        assert [p.name for p in key_file.parent.iterdir()] == ["crypt.key"]  # no leftovers

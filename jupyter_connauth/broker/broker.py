@@ -1,17 +1,25 @@
 """The broker: hands each user fresh tokens for their connections.
 
-It is the only refresher of the token store, so refresh is single-flight per
-(user, connection) and rotating refresh tokens never race.
+Brokers are the only refreshers of the token store. A refresh is single-flight per
+(user, connection) within a process (one task) and across every process sharing the
+store (the row's lease, see :meth:`Broker._refresh`), so rotating refresh tokens never
+race.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import logging
+import os
+import secrets
+import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
 
@@ -33,6 +41,17 @@ from .store import TokenStore
 log = logging.getLogger(__name__)
 
 CALLBACK_SUFFIX = "oauth/connector/callback"
+LEASE_POLL, LEASE_POLL_MAX = 0.05, 0.5  # seconds between looks at another's refresh
+LEASE_SLACK = 5.0  # a refresh lease lasts 3 IdP timeouts and this
+T = TypeVar("T")
+
+
+KEY_CHANGED = ConnAuthError(
+    "The connection's stored private key cannot be decrypted with the configured keys.",
+    "upload the private key again, or put the old key back in JUPYTER_CONNAUTH_CRYPT_KEY "
+    "(after the new one: 'new;old')",
+    code="key_changed",
+)
 
 
 @dataclass
@@ -121,6 +140,8 @@ class Broker:
             ttl=config.flow_ttl,
         )
         self._inflight: dict[tuple[str, str], asyncio.Task[TokenGrant | FlowStart]] = {}
+        self._store_io = ThreadPoolExecutor(4, thread_name_prefix="connauth-store")
+        self._holder = f"{socket.gethostname()[:32]}:{os.getpid()}"
         self.exchanger = Exchanger(self.idp, config.refresh_leeway)
         self.minter = JWTMinter(config.jwt_issuer, self._stored_private_key)
 
@@ -132,6 +153,7 @@ class Broker:
 
     async def aclose(self) -> None:
         await self.idp.aclose()
+        self._store_io.shutdown(wait=True)
         self.store.close()
 
     def _check_config(self) -> None:
@@ -205,13 +227,13 @@ class Broker:
     ) -> TokenGrant | FlowStart:
         """The stored grant, refreshed (single-flight) when it is due."""
         name = spec.name
-        stored = self.store.get_token(user, name)
-        reason = self._consent_reason(user, spec, stored)
+        stored = await self._read(self.store.get_token, user, name)
+        reason = await self._consent_reason(user, spec, stored)
         if reason is not None:
             return await self.flows.start(user, spec, reason, expected_email=expected_email)
         assert stored is not None and stored.record is not None
         record = stored.record
-        if not record.expires_within(self.config.refresh_leeway):
+        if not self._due(record):
             return self._grant(spec, record)
         key = (user, name)
         task = self._inflight.get(key)
@@ -220,6 +242,29 @@ class Broker:
             self._inflight[key] = task
             task.add_done_callback(lambda _t: self._inflight.pop(key, None))
         return await asyncio.shield(task)
+
+    async def _io(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A store call (a database round trip, a write that may wait for a lock,
+        decryption) off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._store_io, functools.partial(fn, *args, **kwargs))
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        """A store read: on the loop where reads are local (a SQLite read and its
+        decryption take tens of microseconds, a thread hop more), else :meth:`_io`."""
+        if self.store.reads_are_local:
+            return fn(*args)
+        return await self._io(fn, *args)
+
+    def _due(self, record: TokenRecord) -> bool:
+        """Due for refresh: within the leeway of its expiry, where the leeway is at most
+        ``refresh_leeway_fraction`` of the token's lifetime (a 5-second token is not
+        refreshed on every request)."""
+        leeway = float(self.config.refresh_leeway)
+        if record.expires_at is not None and record.expires_at > record.obtained_at:
+            lifetime = record.expires_at - record.obtained_at
+            leeway = min(leeway, float(self.config.refresh_leeway_fraction) * lifetime)
+        return record.expires_within(leeway)
 
     @staticmethod
     def consent_reason(spec: ConnectionSpec, stored: StoredToken | None) -> str | None:
@@ -234,13 +279,13 @@ class Broker:
             return "refresh_expired"
         return None
 
-    def _consent_reason(
+    async def _consent_reason(
         self, user: str, spec: ConnectionSpec, stored: StoredToken | None
     ) -> str | None:
         """:meth:`consent_reason`, dropping a stored token that can no longer be used."""
         reason = self.consent_reason(spec, stored)
         if reason in ("scopes_changed", "refresh_expired") and stored and stored.record:
-            self.store.drop_token(user, spec.name, reason)
+            await self._io(self.store.drop_token, user, spec.name, reason)
         return reason
 
     def _grant(
@@ -265,24 +310,49 @@ class Broker:
     async def _refresh(
         self, user: str, spec: ConnectionSpec, expected_email: str | None
     ) -> TokenGrant | FlowStart:
-        # Another process sharing the store (a hub service replica) may refresh too.
-        async with self.store.refresh_lock(user, spec.name):
-            return await self._refresh_locked(user, spec, expected_email)
+        """Refresh once across every process sharing the store (two servers, a server
+        and an in-kernel broker, hub replicas): the one that takes the row's lease asks
+        the IdP, the others poll the row until the new token is stored (as waiters in
+        this process wait for the task), handing out the current token if it is still
+        valid once an IdP timeout has passed (the holder is slow or gone). No database
+        connection is held meanwhile."""
+        holder = f"{self._holder}:{secrets.token_hex(4)}"
+        poll, waiting_since = LEASE_POLL, time.monotonic()
+        while True:
+            stored = await self._read(self.store.get_token, user, spec.name)
+            reason = await self._consent_reason(user, spec, stored)
+            if reason is not None:
+                return await self.flows.start(user, spec, reason, expected_email=expected_email)
+            assert stored is not None and stored.record is not None
+            old = stored.record
+            if not self._due(old) or not old.refresh_token:
+                return self._grant(spec, old)  # refreshed meanwhile, or no way to renew
+            now = time.time()
+            if stored.lease_until is not None and stored.lease_until > now:
+                waited = time.monotonic() - waiting_since
+                if waited > float(self.config.http_timeout) and not old.expires_within(0):
+                    return self._grant(spec, old)
+                await asyncio.sleep(poll)
+                poll = min(2 * poll, LEASE_POLL_MAX)
+                continue
+            until = now + 3 * float(self.config.http_timeout) + LEASE_SLACK
+            args = (user, spec.name, stored.version, holder, until)
+            if not await self._io(self.store.take_lease, *args):
+                continue  # another process took it, or the row changed: read again
+            try:
+                result = await self._refresh_locked(user, spec, stored, expected_email)
+            finally:
+                await self._io(self.store.release_lease, user, spec.name, holder)
+            if result is not None:
+                return result
 
     async def _refresh_locked(
-        self, user: str, spec: ConnectionSpec, expected_email: str | None
-    ) -> TokenGrant | FlowStart:
-        # Re-read: another refresher may have finished between our read and now.
-        stored = self.store.get_token(user, spec.name)
-        reason = self._consent_reason(user, spec, stored)
-        if reason is not None:
-            return await self.flows.start(user, spec, reason, expected_email=expected_email)
-        assert stored is not None and stored.record is not None
+        self, user: str, spec: ConnectionSpec, stored: StoredToken, expected_email: str | None
+    ) -> TokenGrant | FlowStart | None:
+        """The IdP round trip, under the row's lease. None: the row changed meanwhile
+        (another process stored a token or dropped it); the caller reads it again."""
         old = stored.record
-        if not old.expires_within(self.config.refresh_leeway):
-            return self._grant(spec, old)
-        if not old.refresh_token:
-            return self._grant(spec, old)  # still valid for a little while; no way to renew
+        assert old is not None and old.refresh_token is not None
         scope = list(old.scope) if old.scope else list(self.flows.requested_scopes(spec))
         extra = {"resource": spec.consent_resource} if spec.consent_resource else {}
         try:
@@ -290,7 +360,17 @@ class Broker:
         except OAuthProtocolError as e:
             if e.error == "invalid_grant":
                 why = "refresh_expired" if "expir" in (e.description or "") else "grant_revoked"
-                self.store.drop_token(user, spec.name, why)
+                # Compare-and-drop: only the token whose refresh token was refused.
+                drop = self.store.drop_token
+                if not await self._io(drop, user, spec.name, why, expect_version=stored.version):
+                    log.info(
+                        "jupyter-connauth: %s for %s of user %s, but another process has "
+                        "stored a new token meanwhile: using that one",
+                        e.error,
+                        spec.name,
+                        user,
+                    )
+                    return None
                 log.info(
                     "jupyter-connauth: %s for %s of user %s: consent needed",
                     e.error,
@@ -310,15 +390,25 @@ class Broker:
             )
         except IdPUnavailable as e:
             return self._refresh_failed(spec, old, e)
-        record = TokenRecord(
+        record = dataclasses.replace(
+            old,
             access_token=resp.access_token,
             expires_at=resp.expires_at,
             refresh_token=resp.refresh_token or old.refresh_token,
             token_type=resp.token_type,
             scope=resp.scope or old.scope,
-            identity=old.identity,
+            obtained_at=time.time(),
         )
-        self.store.put_token(user, spec.name, spec.fingerprint, record)
+        put = self.store.put_token
+        args = (user, spec.name, spec.fingerprint, record)
+        if not await self._io(put, *args, expect_version=stored.version):
+            log.info(
+                "jupyter-connauth: the token of %s for user %s changed during its refresh; "
+                "using the stored one",
+                spec.name,
+                user,
+            )
+            return None
         log.debug("jupyter-connauth: refreshed %s for user %s", spec.name, user)
         return self._grant(spec, record)
 
@@ -421,6 +511,9 @@ class Broker:
         out = spec.public_dict()
         if spec.auth == "oauth-jwt" and not out.get("private_key_configured"):
             out["private_key_configured"] = self._stored_private_key(name) is not None
+            if self.store.secret_unreadable(f"connection:{name}:private_key"):
+                out.update(status="error", **KEY_CHANGED.to_json())
+                return out
         if spec.auth == "oauth-jwt" and (refused := self._jwt_refusal()) is not None:
             out.update(status="error", **refused.to_json())
             return out

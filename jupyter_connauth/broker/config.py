@@ -91,6 +91,14 @@ class ConnAuth(Configurable):
     refresh_leeway = Float(60.0, help="Refresh a token this many seconds before it expires.").tag(
         config=True
     )
+    refresh_leeway_fraction = Float(
+        0.5,
+        min=0.0,
+        max=1.0,
+        help="""At most this fraction of a token's lifetime is refresh leeway: a token is
+        refreshed min(refresh_leeway, fraction * lifetime) seconds before it expires, so a
+        short-lived token is refreshed once per lifetime, not on every request.""",
+    ).tag(config=True)
     flow_ttl = Float(600.0, help="Seconds a consent flow (its state) stays valid.").tag(config=True)
     warehouse_session_idle_timeout = Float(
         600.0,

@@ -20,7 +20,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
-from ..core.errors import ConfigError, IdPUnavailable
+from ..core.errors import ConfigError, IdPBusy, IdPUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,29 @@ def strip_query(url: str) -> str:
     """Log-safe URL: codes and tokens live in query strings."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+#: OAuth errors and HTTP statuses that mean "try again later" (RFC 6749 5.2, RFC 8628 3.5).
+RETRYABLE_ERRORS = ("temporarily_unavailable", "slow_down")
+RETRYABLE_STATUSES = (429, 503)
+RETRY_FIX = "the stored token is kept; try again in a moment (after Retry-After seconds)"
+
+
+def retry_after(headers: httpx2.Headers | None, default: float = 5.0) -> float:
+    """Seconds from a Retry-After header (seconds or HTTP date), bounded to 1..300."""
+    value = headers.get("retry-after") if headers is not None else None
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return default
+    return min(max(seconds, 1.0), 300.0)
 
 
 class OAuthProtocolError(Exception):
@@ -190,13 +213,48 @@ class IdPClient:
         meta = await self.metadata()
         client = self._oauth(kwargs.pop("redirect_uri", None))
         endpoint = meta["token_endpoint"]
+        answer: list[httpx2.Response] = []  # the raw answer, for its Retry-After
+
+        def keep(resp: httpx2.Response) -> httpx2.Response:
+            answer.append(resp)
+            return resp
+
+        for hook in ("access_token_response", "refresh_token_response"):
+            client.register_compliance_hook(hook, keep)
         try:
             if what == "refresh":
                 raw = await client.refresh_token(endpoint, **kwargs)
             else:
                 raw = await client.fetch_token(endpoint, **kwargs)
         except OAuthError as e:
+            if e.error in RETRYABLE_ERRORS:
+                raise IdPBusy(
+                    f"The IdP's token endpoint {strip_query(endpoint)} asks to retry later "
+                    f"({e.error}).",
+                    RETRY_FIX,
+                    retry_after=retry_after(answer[-1].headers if answer else None),
+                ) from None
             raise OAuthProtocolError(e.error or "invalid_request", e.description) from None
+        except httpx2.HTTPStatusError as e:
+            if e.response.status_code not in RETRYABLE_STATUSES:
+                raise IdPUnavailable(
+                    f"The IdP's token endpoint {strip_query(endpoint)} is unreachable "
+                    f"(HTTP {e.response.status_code}).",
+                    "the stored token is kept; try again when the IdP is back",
+                ) from None
+            raise IdPBusy(
+                f"The IdP's token endpoint {strip_query(endpoint)} is busy "
+                f"(HTTP {e.response.status_code}).",
+                RETRY_FIX,
+                retry_after=retry_after(e.response.headers),
+            ) from None
+        except httpx2.TimeoutException as e:
+            raise IdPBusy(
+                f"The IdP's token endpoint {strip_query(endpoint)} is unreachable "
+                f"({type(e).__name__}).",
+                RETRY_FIX,
+                retry_after=self.timeout,
+            ) from None
         except httpx2.HTTPError as e:
             raise IdPUnavailable(
                 f"The IdP's token endpoint {strip_query(endpoint)} is unreachable "

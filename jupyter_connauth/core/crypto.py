@@ -12,6 +12,8 @@ import base64
 import binascii
 import logging
 import os
+import secrets
+import time
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
@@ -60,20 +62,40 @@ def keys_from_env() -> tuple[list[bytes], str] | None:
 
 
 def _key_file_keys(path: Path) -> list[bytes]:
-    if path.exists():
-        text = path.read_text().strip()
-        return [_to_fernet_key(k, str(path)) for k in text.split(";") if k.strip()]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = Fernet.generate_key()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key + b"\n")
-    log.warning(
-        "jupyter-connauth: no JUPYTER_CONNAUTH_CRYPT_KEY or JUPYTERHUB_CRYPT_KEY is set; "
-        "generated an encryption key at %s (mode 0600). Set the variable to manage keys yourself.",
-        path,
-    )
-    return [key]
+    """The keys in ``path``, or a new key written there. Processes starting at once
+    (two servers, a server and a kernel) end up with the same key: the file appears
+    complete in one step (a hard link of a written temporary file, which fails if the
+    file exists), and the loser of the race reads the winner's key."""
+    for _ in range(100):
+        if path.exists():
+            text = path.read_text().strip()
+            if text:
+                return [_to_fernet_key(k, str(path)) for k in text.split(";") if k.strip()]
+            time.sleep(0.02)  # created empty by an older version, being written
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = Fernet.generate_key()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(key + b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                continue  # another process won: read its key
+        finally:
+            tmp.unlink(missing_ok=True)
+        log.warning(
+            "jupyter-connauth: no JUPYTER_CONNAUTH_CRYPT_KEY or JUPYTERHUB_CRYPT_KEY is set; "
+            "generated an encryption key at %s (mode 0600). Set the variable to manage keys "
+            "yourself.",
+            path,
+        )
+        return [key]
+    raise ConfigError(str(path), "the key file stays empty", "delete it, or set the key yourself")
 
 
 class CryptKeeper:

@@ -9,6 +9,7 @@
     ├── FlowError                a consent flow failed (state, IdP error, exchange)
     │   └── ScopeMismatch        the IdP granted other scopes than requested
     ├── IdPUnavailable           the IdP did not answer or answered garbage
+    │   └── IdPBusy              the IdP asked to retry later (503 + Retry-After)
     ├── AccessDenied             the caller may not do this (wrong user, read-only)
     └── DriverMissing            a warehouse driver is not installed
 
@@ -88,6 +89,19 @@ class ScopeMismatch(FlowError):
 class IdPUnavailable(ConnAuthError):
     code = "idp_unavailable"
     status = 502
+
+
+class IdPBusy(IdPUnavailable):
+    """The IdP is overloaded or timed out: worth retrying after ``retry_after`` seconds."""
+
+    status = 503
+
+    def __init__(self, message: str, fix: str | None = None, *, retry_after: float = 5.0) -> None:
+        super().__init__(message, fix)
+        self.retry_after = max(1, round(retry_after))
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "retry_after": self.retry_after}
 
 
 class AccessDenied(ConnAuthError):

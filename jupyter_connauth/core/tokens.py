@@ -13,7 +13,13 @@ from typing import Any, Literal
 from .redact import remember
 
 ConsentReason = Literal[
-    "first_use", "scopes_changed", "grant_revoked", "refresh_expired", "revoked", "user_request"
+    "first_use",
+    "scopes_changed",
+    "grant_revoked",
+    "refresh_expired",
+    "revoked",
+    "user_request",
+    "key_changed",
 ]
 
 REASON_TEXT: dict[str, str] = {
@@ -23,6 +29,9 @@ REASON_TEXT: dict[str, str] = {
     "refresh_expired": "the refresh token expired",
     "revoked": "you revoked the connection's token",
     "user_request": "you asked to authorize again",
+    "key_changed": "the stored token cannot be decrypted with the configured encryption keys "
+    "(was JUPYTER_CONNAUTH_CRYPT_KEY or the key file changed?): authorize again, or put the "
+    "old key back after the new one",
 }
 
 
@@ -76,12 +85,21 @@ class TokenRecord:
 
 @dataclass
 class StoredToken:
-    """A row of the token store: the record (None once dropped) and why it went."""
+    """A row of the token store: the record (None once dropped) and why it went.
+
+    ``version`` grows with every write of the row (compare-and-set for refreshes and
+    drops); ``lease_until`` is when another process's refresh lease of the row ends
+    (None: no refresh under way). ``previous_identity`` is the identity of a record
+    dropped for any reason but the user's own revoke.
+    """
 
     record: TokenRecord | None
     fingerprint: str
     reason: str | None = None
     updated_at: float = 0.0
+    version: int = 0
+    lease_until: float | None = None
+    previous_identity: dict[str, str] | None = None
 
 
 FlowStatus = Literal["pending", "complete", "failed"]

@@ -25,7 +25,7 @@ from .._version import __version__
 from ..broker.broker import TokenGrant
 from ..broker.config import ConnAuth
 from ..broker.flows import FlowStart
-from ..broker.sql_store import SQLTokenStore
+from ..broker.store import open_store
 from ..broker.warehouse import TokenSource, WarehouseCalls
 from ..core.crypto import CryptKeeper, keys_from_env
 from ..core.errors import ConfigError
@@ -145,7 +145,7 @@ class ConnAuthHub(Application):
         self.crypt_keys = keys_from_env()[0]  # type: ignore[index]
         try:
             crypt = CryptKeeper(self.crypt_keys)
-            store = SQLTokenStore(self.db_url, crypt)
+            store = open_store(self.db_url, crypt)
         except ConfigError as e:
             raise SystemExit(f"jupyter-connauth: {e}") from None
         self.broker = HubBroker(self.connauth, store, redirect_uri=self.redirect_uri())

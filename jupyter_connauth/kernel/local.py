@@ -26,7 +26,7 @@ from ..broker.broker import Broker, TokenGrant
 from ..broker.config import ConnAuth
 from ..broker.environ import withhold_from_kernels
 from ..broker.flows import FlowStart
-from ..broker.store import SQLiteTokenStore
+from ..broker.store import open_store
 from ..core.crypto import CryptKeeper
 from ..web.pages import CALLBACK_HEADERS, render_callback
 from .client import AccessToken, ConsentNeeded, token_or_consent
@@ -93,7 +93,7 @@ class LocalBrokerClient:
             from tornado.web import Application, RequestHandler
 
             crypt = CryptKeeper.from_env_or_file(Path(self.settings.key_file))
-            store = SQLiteTokenStore(self.settings.store_path, crypt)
+            store = open_store(self.settings.store_path, crypt)
             self.broker = Broker(self.settings, store, redirect_uri=self.redirect_uri)
             # out of os.environ for cell code and subprocesses (this process's
             # /proc/self/environ keeps its initial block: see broker/environ.py)

@@ -18,7 +18,7 @@ from .._version import __version__
 from ..broker.broker import Broker
 from ..broker.config import ConnAuth
 from ..broker.environ import withhold_from_kernels
-from ..broker.store import SQLiteTokenStore
+from ..broker.store import open_store
 from ..broker.warehouse import WarehouseCalls
 from ..core.crypto import CryptKeeper
 from ..core.errors import ConfigError
@@ -90,7 +90,7 @@ class ConnAuthApp(ExtensionApp):
         except ConfigError as e:
             self.log.error("jupyter-connauth: %s", e)
             raise SystemExit(f"jupyter-connauth: {e}") from None
-        store = SQLiteTokenStore(self.connauth.store_path, crypt)
+        store = open_store(self.connauth.store_path, crypt)
         self.broker = Broker(self.connauth, store, redirect_uri=self.redirect_uri())
         if self.broker.config_error:
             self.log.warning("jupyter-connauth: %s", self.broker.config_error)

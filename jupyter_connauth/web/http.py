@@ -52,6 +52,8 @@ class JSONAPIMixin(web.RequestHandler):
         if isinstance(exc, ConnAuthError):
             self.set_status(exc.status)
             body = exc.to_json()
+            if "retry_after" in body:
+                self.set_header("Retry-After", str(body["retry_after"]))
         else:
             message = self._reason
             if isinstance(exc, web.HTTPError) and exc.log_message:

@@ -30,7 +30,7 @@ import nbformat
 import pytest
 from cryptography.fernet import Fernet
 
-from jupyter_connauth.broker.store import SQLiteTokenStore
+from jupyter_connauth.broker.store import open_store
 from jupyter_connauth.core.crypto import CryptKeeper
 from tests.idp_fixture import TestIdP, default_client, free_port
 from tests.servers.snowflake.fixture import SnowflakeServer
@@ -251,7 +251,7 @@ class JupyterLab:
 
     def stored_secrets(self) -> dict[str, str]:
         """The access and refresh token the broker holds for alice's 'sales' (decrypted)."""
-        store = SQLiteTokenStore(self.store_path, CryptKeeper([self.crypt_key.encode()]))
+        store = open_store(self.store_path, CryptKeeper([self.crypt_key.encode()]))
         try:
             stored = store.get_token(OWNER, CONNECTION)
         finally:

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx2
 
-from jupyter_connauth.broker.store import SQLiteTokenStore
+from jupyter_connauth.broker.store import open_store
 from jupyter_connauth.core.crypto import CryptKeeper
 from jupyter_connauth.core.tokens import TokenRecord
 from tests.faults.server_ext.zz_connauth_faults import check_synthetic
@@ -56,6 +56,7 @@ class JupyterProc:
     port: int = field(default_factory=free_port)
     jupyter_token: str = field(default_factory=lambda: secrets.token_hex(24))
     refresh_leeway: float = 10**6  # every token is due: each Broker.token call refreshes
+    refresh_leeway_fraction: float = 1.0  # (all of the lifetime may be leeway)
     proc: subprocess.Popen[bytes] | None = None
     kernel_secret: str = ""
     starts: int = 0
@@ -88,6 +89,7 @@ class JupyterProc:
             "store_path": str(self.store_path),
             "connections": connection_config(),
             "refresh_leeway": self.refresh_leeway,
+            "refresh_leeway_fraction": self.refresh_leeway_fraction,
             "http_timeout": 5,
         }
         (config_dir / "jupyter_server_config.json").write_text(
@@ -304,7 +306,7 @@ def check_store(
     decrypts with ``keys`` and is complete. Returns ``{(user, conn): updated_at}`` of the
     rows holding a token."""
     crypt = CryptKeeper(keys)
-    store = SQLiteTokenStore(path, crypt)  # the store opens (and recovers its WAL)
+    store = open_store(path, crypt)  # the store opens (and recovers its WAL)
     store.close()
     db = sqlite3.connect(str(path))
     try:

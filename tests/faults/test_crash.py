@@ -5,7 +5,7 @@ Each round fires 1,000 operations at once at a ``python -m jupyter_server`` with
 extension: refreshes at the real IdP (``Broker.token`` for many users through a
 test-only extension route, and the owner's token requests through the broker API) and
 token writes for many users, then SIGKILLs the server at a random moment. After each
-kill the store opens with ``SQLiteTokenStore`` and the same key, every token present
+kill the store opens with ``open_store`` and the same key, every token present
 decrypts and is complete (synthetic tokens carry their own checksum; refreshed ones are
 the IdP's JWT for the right user), and every (user, connection) that had a token before
 the round still has one. ``CONNAUTH_FAULTS_FULL=1`` runs 50 rounds (default 8).
@@ -144,12 +144,12 @@ def test_key_rotation_under_load(stack: tuple[TestIdP, JupyterProc]):
     burst = make_burst(rng, REAL_USERS, SYNTHETIC_USERS, 2)
 
     async def load_with_reencrypt() -> tuple[dict[str, object], int]:
-        from jupyter_connauth.broker.store import SQLiteTokenStore
+        from jupyter_connauth.broker.store import open_store
         from jupyter_connauth.core.crypto import CryptKeeper
 
         def reencrypt() -> int:
             time.sleep(0.05)  # once the burst is under way
-            store = SQLiteTokenStore(server.store_path, CryptKeeper([new, old]))
+            store = open_store(server.store_path, CryptKeeper([new, old]))
             try:
                 return store.reencrypt()
             finally:

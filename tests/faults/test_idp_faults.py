@@ -115,7 +115,7 @@ class TestSlowRefresh:
 
     @pytest.fixture
     def connauth_config(self) -> dict[str, Any]:
-        return {"http_timeout": TIMEOUT, "refresh_leeway": 5}
+        return {"http_timeout": TIMEOUT, "refresh_leeway": 5, "refresh_leeway_fraction": 1.0}
 
     async def authorized(self, jp_fetch: Any) -> dict[str, Any]:
         page = await sign_in(await start_flow(jp_fetch))
@@ -134,7 +134,7 @@ class TestSlowRefresh:
         await asyncio.sleep(max(0.0, first["expires_at"] - time.time() + 0.1))
         with pytest.raises(HTTPClientError) as e:
             await api(jp_fetch, "connections", "sales", "token", method="POST")
-        assert e.value.code == 502
+        assert e.value.code == 503  # a timeout: retryable, with Retry-After
         body = e.value.response.body.decode()
         assert "idp_unavailable" in body and "ReadTimeout" in body
         assert first["access_token"] not in body

@@ -61,7 +61,7 @@ class FuzzHub:
         )
 
     def stored(self, user: str, name: str) -> Any:
-        from jupyter_connauth.broker.sql_store import SQLTokenStore
+        from jupyter_connauth.broker.store import SQLTokenStore
         from jupyter_connauth.core.crypto import CryptKeeper
 
         store = SQLTokenStore(self.store_url, CryptKeeper([self.crypt_key.encode()]))

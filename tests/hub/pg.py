@@ -33,8 +33,9 @@ def _as_owner(cmd: list[str]) -> list[str]:
 
 
 @contextmanager
-def running_postgres() -> Iterator[str]:
-    """Yields a SQLAlchemy URL (psycopg 3) of a fresh database ``connauth``."""
+def running_postgres(options: str = "") -> Iterator[str]:
+    """Yields a SQLAlchemy URL (psycopg 3) of a fresh database ``connauth``. ``options``:
+    more server settings, e.g. ``-c max_connections=20``."""
     initdb, pg_ctl = pg_bin("initdb"), pg_bin("pg_ctl")
     if not initdb or not pg_ctl:
         raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
@@ -49,7 +50,7 @@ def running_postgres() -> Iterator[str]:
             check=True,
             capture_output=True,
         )
-        opts = f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        opts = f"-p {port} -k {workdir} -c listen_addresses=127.0.0.1 -c fsync=off {options}"
         subprocess.run(
             _as_owner([pg_ctl, "-D", str(data), "-l", str(log), "-o", opts, "-w", "start"]),
             check=True,

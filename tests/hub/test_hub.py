@@ -5,6 +5,7 @@ servers, and login pass-through with GenericOAuthenticator against the test IdP.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -472,12 +473,13 @@ def test_a_refresh_that_needs_consent_keeps_the_hub_identity(dummy_hub: Hub) -> 
     email like any other, so bob cannot complete it in alice's browser."""
     h = dummy_hub
     h.server("alice", "alice", "POST", "connections/sales/revoke")
-    h.idp.set_runtime(access_token_ttl=30)  # within the 60 s leeway: due at once
+    h.idp.set_runtime(access_token_ttl=2)  # at most half a lifetime is leeway: due in 1 s
     try:
         h.authorize("alice")
     finally:
         h.idp.set_runtime(access_token_ttl=300)
     h.idp.revoke_grants("alice")  # the user removed the app's access at the IdP
+    time.sleep(1.1)
     answer = h.service("alice", "POST", "connections/sales/token").json()
     assert answer["status"] == "consent_required" and answer["reason"] == "grant_revoked", answer
     callback = headless_login(answer["authorize_url"], "bob")  # bob at the IdP

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from traitlets.config import Config
 
 from jupyter_connauth.broker.config import ConnAuth
-from jupyter_connauth.broker.sql_store import SQLTokenStore
+from jupyter_connauth.broker.store import SQLTokenStore
 from jupyter_connauth.core.crypto import CryptKeeper
 from jupyter_connauth.core.errors import ConnAuthError
 from jupyter_connauth.hub.broker import HubBroker

@@ -14,7 +14,7 @@ from cryptography.fernet import Fernet
 from traitlets.config import Config
 
 from jupyter_connauth.broker.config import ConnAuth
-from jupyter_connauth.broker.sql_store import SQLTokenStore
+from jupyter_connauth.broker.store import open_store
 from jupyter_connauth.broker.warehouse import WarehouseCalls
 from jupyter_connauth.connectors import sessions as sessions_module
 from jupyter_connauth.connectors.base import ConnectionInfo, Credential
@@ -93,7 +93,7 @@ async def test_test_and_browse_use_the_hubs_identity(
         }
     }
     crypt = CryptKeeper([Fernet.generate_key()])
-    store = SQLTokenStore(f"sqlite:///{tmp_path / 's.sqlite'}", crypt)
+    store = open_store(f"sqlite:///{tmp_path / 's.sqlite'}", crypt)
     broker = HubBroker(ConnAuth(config=cfg), store, redirect_uri=REDIRECT)
     users = FakeUsers(alice="alice@corp.example", nomail=None)
     calls = WarehouseCalls(broker, token=warehouse_token_source(broker, users))  # type: ignore[arg-type]

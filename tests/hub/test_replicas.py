@@ -18,7 +18,7 @@ from traitlets.config import Config
 from jupyter_connauth.broker.broker import TokenGrant
 from jupyter_connauth.broker.config import ConnAuth
 from jupyter_connauth.broker.flows import FlowStart
-from jupyter_connauth.broker.sql_store import SQLTokenStore
+from jupyter_connauth.broker.store import SQLTokenStore
 from jupyter_connauth.core.crypto import CryptKeeper
 from jupyter_connauth.hub.broker import HubBroker
 from tests.idp_fixture import TestIdP, default_client, headless_login
@@ -54,6 +54,7 @@ async def two_replicas(replica_idp: TestIdP, url: str) -> AsyncIterator[list[Hub
     cfg.ConnAuth.client_id = replica_idp.client_id
     cfg.ConnAuth.client_secret = replica_idp.client_secret
     cfg.ConnAuth.refresh_leeway = LEEWAY
+    cfg.ConnAuth.refresh_leeway_fraction = 1.0  # due LEEWAY s before expiry, whatever the TTL
     cfg.ConnAuth.connections = {
         "sales": {
             "connector": "databricks",

@@ -68,6 +68,7 @@ const runtime = {
   delay_ms: Number(cfg.delay_ms ?? 0),
   fail_token_endpoint: cfg.fail_token_endpoint ?? null,
   fail_times: cfg.fail_times ?? null,
+  fail_error: cfg.fail_error ?? null,
   garbage: Boolean(cfg.garbage ?? false),
   access_token_ttl: Number(cfg.access_token_ttl ?? 300),
   narrow_scopes: [...(cfg.narrow_scopes ?? [])],
@@ -618,7 +619,7 @@ provider.use(async (ctx, next) => {
 
   if (runtime.delay_ms > 0) await sleep(runtime.delay_ms);
 
-  if (runtime.fail_token_endpoint || runtime.garbage) {
+  if (runtime.fail_token_endpoint || runtime.garbage || runtime.fail_error) {
     // Fault injection: answer before oidc-provider sees the request.
     const params = Object.fromEntries(new URLSearchParams(await readRawBody(ctx.req)));
     const basic = /^Basic (.+)$/i.exec(ctx.get('authorization'));
@@ -626,13 +627,23 @@ provider.use(async (ctx, next) => {
       params.client_id = decodeURIComponent(Buffer.from(basic[1], 'base64').toString().split(':')[0]);
     }
     const failStatus = runtime.fail_token_endpoint;
+    const failError = runtime.fail_error;
     if (runtime.fail_times != null) {
       runtime.fail_times -= 1;
       if (runtime.fail_times <= 0) {
-        Object.assign(runtime, { fail_token_endpoint: null, garbage: false, fail_times: null });
+        Object.assign(runtime, {
+          fail_token_endpoint: null, garbage: false, fail_times: null, fail_error: null,
+        });
       }
     }
-    if (failStatus) {
+    if (failError) {
+      // An OAuth error answer (RFC 6749 5.2), e.g. temporarily_unavailable or slow_down.
+      ctx.set('Retry-After', '2');
+      json(ctx, Number(failStatus ?? 400), {
+        error: failError, error_description: 'Injected fault: try again later.',
+      });
+      countToken(params.grant_type, ctx.status, failError, params);
+    } else if (failStatus) {
       ctx.status = Number(failStatus);
       ctx.type = 'html';
       if (ctx.status === 429 || ctx.status === 503) ctx.set('Retry-After', '1');
