@@ -16,12 +16,7 @@ from typing import Any
 import pytest
 
 from jupyter_connauth.connectors import get_connector
-from jupyter_connauth.connectors.base import (
-    ConnectionInfo,
-    Credential,
-    QueryError,
-    TooManyRows,
-)
+from jupyter_connauth.connectors.base import ConnectionInfo, Credential
 from jupyter_connauth.connectors.bigquery import CONNECTOR, BigQueryConnector
 from jupyter_connauth.core.errors import (
     AccessDenied,
@@ -29,6 +24,8 @@ from jupyter_connauth.core.errors import (
     ConnAuthError,
     ConsentRequired,
     DriverMissing,
+    QueryError,
+    TooManyRows,
 )
 from tests.idp_fixture import TestIdP, free_port
 from tests.servers.bigquery.fixture import BigQueryServer

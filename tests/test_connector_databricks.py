@@ -18,12 +18,7 @@ import pyarrow as pa
 import pytest
 
 from jupyter_connauth.connectors import get_connector
-from jupyter_connauth.connectors.base import (
-    ConnectionInfo,
-    Credential,
-    QueryError,
-    TooManyRows,
-)
+from jupyter_connauth.connectors.base import ConnectionInfo, Credential
 from jupyter_connauth.connectors.databricks import (
     CONNECTOR,
     DatabricksConnector,
@@ -34,6 +29,8 @@ from jupyter_connauth.core.errors import (
     ConnAuthError,
     ConsentRequired,
     DriverMissing,
+    QueryError,
+    TooManyRows,
 )
 from tests.idp_fixture import TestIdP
 from tests.servers.databricks.fixture import DatabricksServer

@@ -20,20 +20,20 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from jupyter_connauth.connectors import get_connector
-from jupyter_connauth.connectors.base import (
-    ConnectionInfo,
-    Credential,
-    QueryError,
-    TooManyRows,
-)
+from jupyter_connauth.connectors.base import ConnectionInfo, Credential
 from jupyter_connauth.connectors.snowflake import (
     CONNECTOR,
-    SnowflakeAuthError,
     SnowflakeConnector,
-    WarehouseUnreachable,
     named_to_qmark,
 )
-from jupyter_connauth.core.errors import ConnAuthError, DriverMissing
+from jupyter_connauth.core.errors import (
+    ConnAuthError,
+    DriverMissing,
+    QueryError,
+    SnowflakeAuthError,
+    TooManyRows,
+    WarehouseUnreachable,
+)
 from tests.idp_fixture import TestIdP, free_port
 from tests.servers.snowflake.fixture import SnowflakeServer
 from tests.tokens import user_token

@@ -24,7 +24,13 @@ from typing import Any, TypeVar
 import httpx2
 
 from ..core.connections import ConnectionSpec
-from ..core.errors import AccessDenied, ConfigError, ConnAuthError, IdPUnavailable
+from ..core.errors import (
+    AccessDenied,
+    ConfigError,
+    ConnAuthError,
+    IdPUnavailable,
+    SubjectRejected,
+)
 from ..core.flavours import Flavour, detect_flavour
 from ..core.redact import remember
 from ..core.tokens import REASON_TEXT, Flow, StoredToken, TokenRecord
@@ -33,7 +39,7 @@ from .fixes import fix_for
 from .flows import ConsentFlows, FlowStart
 from .idp import IdPClient, OAuthProtocolError
 from .jwt_mint import JWTMinter, jwt_subject, signing_refusal
-from .passthrough import Exchanger, SubjectRejected
+from .passthrough import Exchanger
 from .principal import Principal
 from .registry import ConnectionRegistry
 from .store import TokenStore
@@ -210,16 +216,30 @@ class Broker:
             raise refused
         claims = grant.extra.get("claims") or {}
         subject = jwt_subject(claims, self.config.jwt_subject_claim, spec.name)
+        return await self.mint_grant(
+            spec, subject, identity=grant.identity, grant=grant.grant, warning=grant.warning
+        )
+
+    async def mint_grant(
+        self,
+        spec: ConnectionSpec,
+        subject: str,
+        *,
+        identity: str | None,
+        grant: str,
+        warning: str | None = None,
+    ) -> TokenGrant:
+        """The token answer for a Snowflake JWT freshly minted for ``subject``."""
         jwt = await self.minter.amint(spec, subject)
         return TokenGrant(
             connection=spec.name,
             access_token=jwt.token,
             expires_at=jwt.expires_at,
             token_type="Bearer",  # noqa: S106 - the token type
-            identity=grant.identity,
-            warning=grant.warning,
+            identity=identity,
+            warning=warning,
             extra={"info": spec.kernel_info(), "kind": "jwt"},
-            grant=grant.grant,
+            grant=grant,
         )
 
     async def _stored_grant(

@@ -37,7 +37,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import RSAKey
 
 from ..core.connections import ConnectionSpec
-from ..core.errors import ConfigError, ConnAuthError
+from ..core.errors import ConfigError, NoSubject, SigningRefused
 from .environ import private_key_from_env
 
 JWT_LIFETIME = 600
@@ -52,20 +52,6 @@ def public_key_fingerprint(key: rsa.RSAPrivateKey | rsa.RSAPublicKey) -> str:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return "SHA256:" + base64.b64encode(hashlib.sha256(der).digest()).decode()
-
-
-class SigningRefused(ConnAuthError):
-    """This process runs as the notebook user: it must not hold the signing key."""
-
-    code = "jwt_signing_refused"
-    status = 403
-
-
-class NoSubject(ConnAuthError):
-    """The user's identity has no verified value of the claim the admin named."""
-
-    code = "no_subject"
-    status = 403
 
 
 def signing_refusal(config: Any, isolated: bool) -> SigningRefused | None:

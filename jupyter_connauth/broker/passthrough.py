@@ -13,20 +13,13 @@ import time
 from dataclasses import dataclass
 
 from ..core.connections import ConnectionSpec
-from ..core.errors import ConnAuthError
+from ..core.errors import ConnAuthError, SubjectRejected
 from .fixes import fix_for
 from .idp import IdPClient, OAuthProtocolError, TokenResponse
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a URN
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - a URN
-
-
-class SubjectRejected(ConnAuthError):
-    """The IdP refused the subject token: the user must sign in again."""
-
-    code = "subject_rejected"
-    status = 401
 
 
 @dataclass

@@ -222,15 +222,3 @@ class Connector(ABC):
         the session expired): it refused the call, so nothing ran and a reconnect may
         run it."""
         return False
-
-
-class TooManyRows(ConnAuthError):
-    code = "too_many_rows"
-    status = 400
-
-
-class QueryError(ConnAuthError):
-    """The warehouse rejected the SQL: its message, cleanly."""
-
-    code = "query_error"
-    status = 400

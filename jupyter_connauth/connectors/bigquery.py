@@ -43,6 +43,8 @@ from ..core.errors import (
     ConfigError,
     ConnAuthError,
     ConsentRequired,
+    QueryError,
+    TooManyRows,
 )
 from .base import (
     PANDAS_OPTIONS,
@@ -51,8 +53,6 @@ from .base import (
     Credential,
     Params,
     Progress,
-    QueryError,
-    TooManyRows,
     with_token,
 )
 from .bigquery_errors import (

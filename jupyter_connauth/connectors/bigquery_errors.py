@@ -6,9 +6,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ..core.errors import AccessDenied, ConnAuthError
+from ..core.errors import AccessDenied, ConnAuthError, QueryError
 from ..core.redact import redact
-from .base import ConnectionInfo, QueryError
+from .base import ConnectionInfo
 
 DEFAULT_ENDPOINT = "https://bigquery.googleapis.com"
 

@@ -8,7 +8,7 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .base import QueryError
+from ..core.errors import QueryError
 
 #: NUMERIC holds 29 integer digits and 9 decimals; beyond that, BIGNUMERIC.
 _NUMERIC_MAX_INTEGER_DIGITS = 29

@@ -35,14 +35,13 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..core.errors import ConfigError, ConnAuthError
+from ..core.errors import ConfigError, ConnAuthError, TooManyRows
 from .base import (
     ConnectionInfo,
     Connector,
     Credential,
     Params,
     Progress,
-    TooManyRows,
     with_token,
 )
 from .databricks_errors import SESSION_GONE, _chain, is_auth_error, scrub, translate

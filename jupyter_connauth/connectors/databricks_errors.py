@@ -11,9 +11,9 @@ import ssl
 from collections.abc import Mapping
 from typing import Any
 
-from ..core.errors import AccessDenied, ConfigError, ConnAuthError, ConsentRequired
+from ..core.errors import AccessDenied, ConfigError, ConnAuthError, ConsentRequired, QueryError
 from ..core.redact import redact
-from .base import ConnectionInfo, QueryError
+from .base import ConnectionInfo
 
 #: What the warehouse answers for a session it does not know (restarted, expired).
 SESSION_GONE = "Invalid SessionHandle"

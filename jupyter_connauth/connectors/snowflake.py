@@ -19,22 +19,25 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from ..core.errors import ConfigError, ConnAuthError
+from ..core.errors import (
+    ConfigError,
+    ConnAuthError,
+    SnowflakeAuthError,
+    TooManyRows,
+    WarehouseUnreachable,
+)
 from .base import (
     PANDAS_OPTIONS,
     ConnectionInfo,
     Connector,
     Credential,
     Progress,
-    TooManyRows,
     in_worker,
     with_token,
 )
 from .snowflake_errors import (
     AUTH_RETRY_ERRNOS,
     SESSION_GONE,
-    SnowflakeAuthError,
-    WarehouseUnreachable,
     clean_message,
     errno_of,
     is_snowflake_error,

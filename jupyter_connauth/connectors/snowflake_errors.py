@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from ..core.errors import ConnAuthError
+from ..core.errors import ConnAuthError, QueryError, SnowflakeAuthError, WarehouseUnreachable
 from ..core.redact import redact
-from .base import ConnectionInfo, QueryError
+from .base import ConnectionInfo
 
 # -- Snowflake error numbers (errno on the driver's exceptions) -------------------
 INVALID_TOKEN = 390303
@@ -25,18 +25,6 @@ AUTH_RETRY_ERRNOS = frozenset({INVALID_TOKEN, TOKEN_EXPIRED, *SESSION_GONE})
 
 _ERR_PREFIX = re.compile(r"^(?:\s*\d{6} \([0-9A-Z]{5}\):\s*)+")
 _REQUEST_ID = re.compile(r"\s*\(request_id=[^)]*\)\s*$")
-
-
-class SnowflakeAuthError(ConnAuthError):
-    """Snowflake refused the credential at login (the code names the reason)."""
-
-    code = "snowflake_auth_error"
-    status = 401
-
-
-class WarehouseUnreachable(ConnAuthError):
-    code = "warehouse_unreachable"
-    status = 502
 
 
 def is_snowflake_error(exc: BaseException) -> bool:

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .base import QueryError
+from ..core.errors import QueryError
 
 #: ``--params``: a dict for ``:name`` placeholders, or a list/tuple for ``?``.
 SnowflakeParams = Mapping[str, Any] | Sequence[Any] | None

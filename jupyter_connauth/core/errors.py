@@ -6,13 +6,19 @@
     ├── ConfigError              bad or missing configuration (names the field)
     ├── ConnectionNotFound       no connection of that name
     ├── ConsentRequired          no usable token: the user must authorize
+    ├── SubjectRejected          the IdP refused the login token of a pass-through
     ├── FlowError                a consent flow failed (state, IdP error, exchange)
     │   └── ScopeMismatch        the IdP granted other scopes than requested
     ├── IdPUnavailable           the IdP did not answer or answered garbage
     │   └── IdPBusy              the IdP asked to retry later (503 + Retry-After)
     ├── AccessDenied             the caller may not do this (wrong user, read-only)
-    └── DriverMissing            a warehouse driver is not installed
-
+    ├── SigningRefused           this process may not hold the Snowflake signing key
+    ├── NoSubject                the user has no verified value of the JWT subject claim
+    ├── DriverMissing            a warehouse driver is not installed
+    ├── WarehouseUnreachable     the warehouse did not answer
+    ├── SnowflakeAuthError       Snowflake refused the credential at login
+    ├── QueryError               the warehouse rejected the SQL
+    └── TooManyRows              more rows than --max-rows
 Messages never contain token values: build them from names, codes and fixes only.
 """
 
@@ -73,13 +79,17 @@ class ConnectionNotFound(ConnAuthError):
 
 
 class ConsentRequired(ConnAuthError):
-    code = "consent_required"
-    status = 401
+    code, status = "consent_required", 401
+
+
+class SubjectRejected(ConnAuthError):
+    """The IdP refused the subject token: the user must sign in again."""
+
+    code, status = "subject_rejected", 401
 
 
 class FlowError(ConnAuthError):
-    code = "flow_error"
-    status = 400
+    code, status = "flow_error", 400
 
 
 class ScopeMismatch(FlowError):
@@ -87,8 +97,7 @@ class ScopeMismatch(FlowError):
 
 
 class IdPUnavailable(ConnAuthError):
-    code = "idp_unavailable"
-    status = 502
+    code, status = "idp_unavailable", 502
 
 
 class IdPBusy(IdPUnavailable):
@@ -105,10 +114,40 @@ class IdPBusy(IdPUnavailable):
 
 
 class AccessDenied(ConnAuthError):
-    code = "access_denied"
-    status = 403
+    code, status = "access_denied", 403
+
+
+class SigningRefused(ConnAuthError):
+    """This process runs as the notebook user: it must not hold the signing key."""
+
+    code, status = "jwt_signing_refused", 403
+
+
+class NoSubject(ConnAuthError):
+    """The user's identity has no verified value of the claim the admin named."""
+
+    code, status = "no_subject", 403
 
 
 class DriverMissing(ConnAuthError):
-    code = "driver_missing"
-    status = 500
+    code, status = "driver_missing", 500
+
+
+class WarehouseUnreachable(ConnAuthError):
+    code, status = "warehouse_unreachable", 502
+
+
+class SnowflakeAuthError(ConnAuthError):
+    """Snowflake refused the credential at login (the code names the reason)."""
+
+    code, status = "snowflake_auth_error", 401
+
+
+class QueryError(ConnAuthError):
+    """The warehouse rejected the SQL: its message, cleanly."""
+
+    code, status = "query_error", 400
+
+
+class TooManyRows(ConnAuthError):
+    code, status = "too_many_rows", 400

@@ -22,9 +22,8 @@ from typing import Any
 from ..broker.broker import Broker, TokenGrant
 from ..broker.flows import FlowStart
 from ..broker.jwt_mint import jwt_subject
-from ..broker.passthrough import SubjectRejected
 from ..core.connections import ConnectionSpec
-from ..core.errors import ConnAuthError
+from ..core.errors import ConnAuthError, SubjectRejected
 from .identity import HubIdentity
 
 log = logging.getLogger(__name__)
@@ -72,15 +71,8 @@ class HubBroker(Broker):
 
     async def _mint_for(self, spec: ConnectionSpec, ident: HubIdentity) -> TokenGrant:
         subject = jwt_subject(self._jwt_claims(ident), self.config.jwt_subject_claim, spec.name)
-        jwt = await self.minter.amint(spec, subject)
-        return TokenGrant(
-            connection=spec.name,
-            access_token=jwt.token,
-            expires_at=jwt.expires_at,
-            token_type="Bearer",  # noqa: S106 - the token type
-            identity=subject,
-            extra={"info": spec.kernel_info(), "kind": "jwt"},
-            grant=_hub_grant("hub", ident),
+        return await self.mint_grant(
+            spec, subject, identity=subject, grant=_hub_grant("hub", ident)
         )
 
     def status_for(self, ident: HubIdentity, name: str) -> dict[str, Any]:
