@@ -17,7 +17,13 @@ from tests.idp_fixture import headless_login
 def sign_in(base: str, token: str, connections: list[str], login: str) -> None:
     """What the user does in the popups, once per connection."""
     headers = {"Authorization": f"token {token}"}
-    with httpx2.Client(base_url=f"{base}connauth/api/", headers=headers, timeout=60) as api:
+    with (
+        httpx2.Client(base_url=f"{base}connauth/api/", headers=headers, timeout=60) as api,
+        httpx2.Client(timeout=60) as browser,
+    ):
+        # The server owner's browser: the callback completes a flow only for a browser
+        # signed in to Jupyter (its session cookie, from the token login).
+        browser.get(f"{base}lab", params={"token": token}).raise_for_status()
         for name in connections:
             api.post(f"connections/{name}/revoke").raise_for_status()
         for name in connections:
@@ -25,7 +31,7 @@ def sign_in(base: str, token: str, connections: list[str], login: str) -> None:
             if answer.get("status") != "consent_required":
                 raise SystemExit(f"{name}: expected a consent request, got {answer.get('status')}")
             callback = headless_login(answer["authorize_url"], login)
-            page = httpx2.get(callback, timeout=60)
+            page = browser.get(callback)
             if page.status_code != 200:
                 raise SystemExit(
                     f"{name}: the callback failed for {login}: HTTP {page.status_code}"
