@@ -6,49 +6,17 @@ Two checks bind a consent to the right person, on every path that starts a flow:
 - the IdP subject (``sub`` and ``iss``) of the grant already stored for this user and
   connection (or of the one dropped last, ``StoredToken.previous_identity``): a consent
   by another account is refused unless the user asked to switch accounts.
+
+What an ID token and UserInfo say about who signed in is read in
+:mod:`jupyter_connauth.oauth.oidc` (``identity_from_claims``, ``add_userinfo``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from ..core.errors import FlowError
 from ..core.tokens import Flow, StoredToken
-
-#: Claims kept from the ID token (and UserInfo): who signed in, never a secret.
-IDENTITY_CLAIMS = ("sub", "email", "preferred_username", "upn", "name", "iss")
-
-
-_PROTOCOL_CLAIMS = frozenset({"aud", "azp", "nonce", "at_hash", "c_hash", "s_hash", "sid", "jti"})
-
-
-def identity_from_claims(claims: Mapping[str, Any]) -> dict[str, str]:
-    """The identity to store from verified ID token claims."""
-    identity = {c: v for c in IDENTITY_CLAIMS if isinstance(v := claims.get(c), str)}
-    # No email from upn / preferred_username: some IdPs let users edit them. Keep the
-    # other string claims (oid, tid, ...): c.ConnAuth.jwt_subject_claim may name one;
-    # not the ID token's protocol claims.
-    for claim, value in claims.items():
-        if isinstance(value, str) and claim not in _PROTOCOL_CLAIMS:
-            identity.setdefault(claim, value)
-    if claims.get("email_verified") is False:
-        identity.pop("email", None)
-    return identity
-
-
-def add_userinfo(identity: dict[str, str], info: Mapping[str, Any]) -> None:
-    """OIDC Core 5.4: claims the IdP returns from UserInfo only. 5.3.2: UserInfo's
-    ``sub`` must be the ID token's, else its answer must not be used."""
-    if info.get("sub") != identity.get("sub"):
-        return
-    email = info.get("email")
-    if isinstance(email, str) and email and info.get("email_verified") is not False:
-        identity.setdefault("email", email)
-    for claim in ("preferred_username", "name"):
-        value = info.get(claim)
-        if isinstance(value, str):
-            identity.setdefault(claim, value)
 
 
 def stored_identity(stored: StoredToken | None) -> dict[str, str] | None:

@@ -86,3 +86,8 @@ def fix_for(
     if template is None:
         return None
     return template.format(redirect_uri=redirect_uri, scopes=scopes, resource=resource)
+
+
+def error_code(error: str) -> str:
+    """An IdP's error code as the ``code`` of our error: itself where it is a plain name."""
+    return error if error.isidentifier() else "idp_error"

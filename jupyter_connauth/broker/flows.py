@@ -11,16 +11,20 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ..core.connections import ConnectionSpec
 from ..core.errors import FlowError, IdPUnavailable, ScopeMismatch
 from ..core.scopes import missing_scopes
 from ..core.tokens import REASON_TEXT, Flow, TokenRecord
-from .account import add_userinfo, check_expected_email, check_same_account, identity_from_claims
-from .fixes import fix_for
-from .idp import IdPClient, OAuthProtocolError
+from ..oauth.client import IdPClient
+from ..oauth.oidc import add_userinfo, identity_from_claims, prompt_params
+from ..oauth.rfc6749 import OAuthProtocolError
+from ..oauth.rfc7636 import new_code_verifier
+from ..oauth.rfc9207 import IssuerMismatchError, IssuerMissingError, check_issuer
+from .account import check_expected_email, check_same_account
+from .fixes import error_code, fix_for
 from .store import TokenStore
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,11 @@ class FlowStart:
         }
 
 
+#: The ``prompt`` (and other parameters) a consent's authorization request carries:
+#: ``(scopes, params, switch_account=...) -> params``; a flavour may pass its own.
+PromptRules = Callable[..., dict[str, str]]
+
+
 class ConsentFlows:
     def __init__(
         self,
@@ -60,6 +69,7 @@ class ConsentFlows:
         identity_scopes: list[str],
         authorize_params: Mapping[str, str],
         ttl: float = 600.0,
+        prompt_rules: PromptRules = prompt_params,
     ) -> None:
         self.idp = idp
         self.store = store
@@ -67,6 +77,7 @@ class ConsentFlows:
         self.identity_scopes = identity_scopes
         self.authorize_params = dict(authorize_params)
         self.ttl = ttl
+        self.prompt_rules = prompt_rules
 
     def requested_scopes(self, spec: ConnectionSpec) -> list[str]:
         return list(dict.fromkeys([*self.identity_scopes, *spec.consent_scopes]))
@@ -90,17 +101,14 @@ class ConsentFlows:
         now = time.time()
         self.store.purge_flows(now - self.ttl)
         state = secrets.token_urlsafe(32)
-        verifier = secrets.token_urlsafe(64)
+        verifier = new_code_verifier()
         nonce = secrets.token_urlsafe(24)
         scopes = self.requested_scopes(spec)
-        extra = {**self.authorize_params, **self._extra(spec)}
-        if "offline_access" in scopes:
-            # OIDC Core 11: offline_access needs prompt=consent for a refresh token.
-            extra.setdefault("prompt", "consent")
-        if switch_account:
-            # OIDC Core 3.1.2.1: prompt=login makes the IdP ask who signs in, even with
-            # a session for the current account.
-            extra["prompt"] = " ".join(dict.fromkeys(["login", *extra.get("prompt", "").split()]))
+        extra = self.prompt_rules(
+            scopes,
+            {**self.authorize_params, **self._extra(spec)},
+            switch_account=switch_account,
+        )
         url = await self.idp.authorization_url(
             redirect_uri=self.redirect_uri,
             scopes=scopes,
@@ -165,7 +173,7 @@ class ConsentFlows:
                     f"The identity provider answered {error}: "
                     f"{params.get('error_description') or 'no description'}.",
                     fix_for(error, params.get("error_description"), redirect_uri=self.redirect_uri),
-                    code=error if error.isidentifier() else "idp_error",
+                    code=error_code(error),
                 )
             raise FlowError(
                 "This page was opened without a sign-in state.",
@@ -203,27 +211,27 @@ class ConsentFlows:
             meta = await self.idp.metadata()
         except IdPUnavailable as e:
             raise self._fail(flow, FlowError(e.message, e.fix, code="idp_unavailable")) from None
-        # RFC 9207 mix-up defence: the response says which issuer sent it.
-        iss = params.get("iss")
-        if iss is not None and iss != meta["issuer"]:
+        try:
+            check_issuer(params, meta)  # RFC 9207 mix-up defence
+        except IssuerMismatchError as e:
             raise self._fail(
                 flow,
                 FlowError(
                     "The sign-in response came from another issuer than the configured IdP.",
                     "check c.ConnAuth.discovery_url; if it is right, this may be an attack: "
                     "start again",
-                    code="issuer_mismatch",
+                    code=e.error,
                 ),
-            )
-        if iss is None and meta.get("authorization_response_iss_parameter_supported"):
+            ) from None
+        except IssuerMissingError as e:
             raise self._fail(
                 flow,
                 FlowError(
                     "The sign-in response lacks the issuer the IdP promises to send.",
                     "start the authorization again from Jupyter",
-                    code="issuer_missing",
+                    code=e.error,
                 ),
-            )
+            ) from None
         try:
             spec = spec_for(flow.connection)  # type: ignore[operator]
         except Exception as e:
@@ -252,7 +260,7 @@ class ConsentFlows:
                         scopes=scopes_txt,
                         resource=spec.resource or "",
                     ),
-                    code=error if error.isidentifier() else "idp_error",
+                    code=error_code(error),
                 ),
             )
         code = params.get("code")
@@ -285,7 +293,7 @@ class ConsentFlows:
                         resource=spec.resource or "",
                     )
                     or "start the authorization again from Jupyter",
-                    code=e.error if e.error.isidentifier() else "idp_error",
+                    code=error_code(e.error),
                 ),
             ) from None
         except IdPUnavailable as e:
@@ -294,7 +302,9 @@ class ConsentFlows:
         identity: dict[str, str] = {}
         if resp.id_token:
             try:
-                claims = await self.idp.verify_id_token(resp.id_token, flow.nonce)
+                claims = await self.idp.verify_id_token(
+                    resp.id_token, flow.nonce, access_token=resp.access_token
+                )
             except (OAuthProtocolError, IdPUnavailable) as e:
                 raise self._fail(
                     flow,

@@ -1,8 +1,7 @@
 """Pass-through: exchange the user's own token (the subject) for the warehouse's.
 
-- ``on-behalf-of`` (Azure): the jwt-bearer grant with ``requested_token_use=on_behalf_of``
-  and ``scope=<resource>/.default``;
-- ``token-exchange``: RFC 8693 with the subject as an access token.
+- ``on-behalf-of`` (Azure): Entra's on-behalf-of grant (:mod:`..oauth.entra_obo`);
+- ``token-exchange``: RFC 8693 with the subject as an access token (:mod:`..oauth.rfc8693`).
 
 Exchanged tokens are kept in memory only, until shortly before they expire.
 """
@@ -14,12 +13,10 @@ from dataclasses import dataclass
 
 from ..core.connections import ConnectionSpec
 from ..core.errors import ConnAuthError, SubjectRejected
-from .fixes import fix_for
-from .idp import IdPClient, OAuthProtocolError, TokenResponse
-
-JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a URN
-ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - a URN
+from ..oauth import entra_obo, rfc8693
+from ..oauth.client import IdPClient
+from ..oauth.rfc6749 import InvalidGrantError, OAuthProtocolError, TokenResponse
+from .fixes import error_code, fix_for
 
 
 @dataclass
@@ -48,30 +45,19 @@ class Exchanger:
             return cached.token
         scope = " ".join(spec.scopes)
         if spec.auth == "on-behalf-of":
-            grant, params = (
-                JWT_BEARER,
-                {"assertion": subject, "requested_token_use": "on_behalf_of"},
-            )
+            grant, params = entra_obo.GRANT_TYPE, entra_obo.obo_params(subject, scope)
         else:
-            grant = TOKEN_EXCHANGE
-            params = {
-                "subject_token": subject,
-                "subject_token_type": ACCESS_TOKEN_TYPE,
-                "requested_token_type": ACCESS_TOKEN_TYPE,
-            }
-            if spec.resource:
-                params["resource"] = spec.resource
-        if scope:
-            params["scope"] = scope
+            grant = rfc8693.GRANT_TYPE
+            params = rfc8693.exchange_params(subject, resource=spec.resource, scope=scope)
         try:
             token = await self.idp.grant(grant, params)
+        except InvalidGrantError:
+            raise SubjectRejected(
+                f"The IdP refused to exchange your sign-in for {spec.name!r} (invalid_grant).",
+                "authorize the connection again",
+            ) from None
         except OAuthProtocolError as e:
             fix = fix_for(e.error, e.description, scopes=scope, resource=spec.resource or "")
-            if e.error == "invalid_grant":
-                raise SubjectRejected(
-                    f"The IdP refused to exchange your sign-in for {spec.name!r} (invalid_grant).",
-                    "authorize the connection again",
-                ) from None
             raise ConnAuthError(
                 f"The IdP refused the {spec.auth} exchange for {spec.name!r} ({e.error}"
                 + (f": {e.description}" if e.description else "")
@@ -83,7 +69,7 @@ class Exchanger:
                     if spec.auth == "on-behalf-of"
                     else "enable token exchange for the app at the IdP and allow the audience"
                 ),
-                code=e.error if e.error.isidentifier() else "idp_error",
+                code=error_code(e.error),
             ) from None
         self._cache[key] = _Cached(subject, token)
         return token

@@ -20,8 +20,9 @@ from ..connectors import get_connector
 from ..connectors.base import ConnectionInfo, Connector, Credential
 from ..connectors.sessions import Lease, SessionManager, test_sql
 from ..core.errors import ConnAuthError
-from .broker import Broker, TokenGrant
+from .broker import Broker
 from .flows import FlowStart
+from .grants import TokenGrant
 
 TokenSource = Callable[[str, str], Awaitable[TokenGrant | FlowStart]]
 

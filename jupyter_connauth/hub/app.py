@@ -22,9 +22,9 @@ from traitlets import Bool, Dict, Float, Int, Unicode, default
 from traitlets.config import Application
 
 from .._version import __version__
-from ..broker.broker import TokenGrant
 from ..broker.config import ConnAuth
 from ..broker.flows import FlowStart
+from ..broker.grants import TokenGrant
 from ..broker.store import open_store
 from ..broker.warehouse import TokenSource, WarehouseCalls
 from ..core.crypto import CryptKeeper, keys_from_env

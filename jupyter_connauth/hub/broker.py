@@ -19,8 +19,9 @@ import hashlib
 import logging
 from typing import Any
 
-from ..broker.broker import Broker, TokenGrant
+from ..broker.broker import Broker
 from ..broker.flows import FlowStart
+from ..broker.grants import TokenGrant, exchanged_grant
 from ..broker.jwt_mint import jwt_subject
 from ..core.connections import ConnectionSpec
 from ..core.errors import ConnAuthError, SubjectRejected
@@ -52,14 +53,12 @@ class HubBroker(Broker):
                 )
                 self.exchanger.forget(ident.name, name)
             else:
-                return TokenGrant(
-                    connection=name,
-                    access_token=exchanged.access_token,
-                    expires_at=exchanged.expires_at,
-                    token_type=exchanged.token_type,
+                return exchanged_grant(
+                    spec,
+                    exchanged,
                     identity=ident.email or ident.name,
-                    extra={"info": spec.kernel_info(), "kind": "oauth", "via": "login"},
                     grant=_hub_grant("login", ident),
+                    via="login",
                 )
         return await self.token(ident.name, name, expected_email=ident.email)
 

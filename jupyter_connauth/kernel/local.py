@@ -22,10 +22,11 @@ from typing import Any, TypeVar
 from traitlets import Int
 from traitlets.config import Config
 
-from ..broker.broker import Broker, TokenGrant
+from ..broker.broker import Broker
 from ..broker.config import ConnAuth
 from ..broker.environ import withhold_from_kernels
 from ..broker.flows import FlowStart
+from ..broker.grants import TokenGrant
 from ..broker.store import open_store
 from ..core.crypto import CryptKeeper
 from ..web.pages import CALLBACK_HEADERS, render_callback

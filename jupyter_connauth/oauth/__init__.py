@@ -1,0 +1,20 @@
+"""OAuth 2.0 and OpenID Connect, by the document each module implements.
+
+No Jupyter imports: the server extension, the hub service and the in-kernel broker
+use the same modules.
+
+- :mod:`.rfc6749`: the authorization request, the token endpoint client
+  (:class:`~.rfc6749.TokenEndpoint`), :class:`~.rfc6749.TokenResponse`, client
+  authentication, and :class:`~.rfc6749.OAuthProtocolError` with a subclass per code;
+- :mod:`.rfc7636`: PKCE (the verifier; S256 only);
+- :mod:`.rfc7009`: token revocation;
+- :mod:`.rfc9207`: the authorization response's issuer (mix-up defence);
+- :mod:`.oidc`: discovery, JWKS, the ID token (authlib's claims validation), UserInfo;
+- :mod:`.rfc8693`: token exchange;
+- :mod:`.entra_obo`: Entra ID's on-behalf-of (jwt-bearer) exchange;
+- :mod:`.client`: :class:`~.client.IdPClient`, one IdP put together from the above.
+
+Grants of other documents (device authorization, RFC 8628; Google's STS, a flavour of
+RFC 8693) go in modules of their own beside these, sending their requests through
+:meth:`.rfc6749.TokenEndpoint.request`.
+"""

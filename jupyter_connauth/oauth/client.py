@@ -1,0 +1,121 @@
+"""One identity provider, as this client sees it: its discovery document and keys
+(:mod:`.oidc`), its token endpoint (:mod:`.rfc6749`), revocation (:mod:`.rfc7009`).
+
+Every request goes through one injectable httpx2 transport. The client's
+authentication at the token endpoint is a :class:`.rfc6749.ClientAuthentication`
+(default: ``client_secret_post`` with a secret, none without), so a flavour can choose
+``client_secret_basic`` or ``private_key_jwt`` without a change here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx2
+from joserfc.jwk import KeySet
+
+from . import oidc, rfc7009
+from .rfc6749 import ClientAuthentication, TokenEndpoint, TokenResponse
+
+
+class IdPClient:
+    """One IdP (OpenID discovery URL + client credentials)."""
+
+    def __init__(
+        self,
+        discovery_url: str,
+        client_id: str,
+        client_secret: str,
+        *,
+        timeout: float = 10.0,
+        transport: httpx2.AsyncBaseTransport | None = None,
+        metadata_ttl: float = 3600.0,
+        client_auth: ClientAuthentication | None = None,
+    ) -> None:
+        self.discovery_url = discovery_url
+        self.client_id = client_id
+        self.timeout = timeout
+        self._transport = transport or httpx2.AsyncHTTPTransport(retries=1)
+        self._http = httpx2.AsyncClient(transport=self._transport, timeout=timeout)
+        self.discovery = oidc.Discovery(discovery_url, self._http, ttl=metadata_ttl)
+        self.token_endpoint = TokenEndpoint(
+            client_id,
+            client_auth or ClientAuthentication.for_secret(client_secret),
+            transport=self._transport,
+            timeout=timeout,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def metadata(self) -> dict[str, Any]:
+        return await self.discovery.metadata()
+
+    async def jwks(self, *, force: bool = False) -> KeySet:
+        return await self.discovery.jwks(force=force)
+
+    async def authorization_url(
+        self,
+        *,
+        redirect_uri: str,
+        scopes: list[str],
+        state: str,
+        code_verifier: str,
+        nonce: str,
+        extra: Mapping[str, str],
+    ) -> str:
+        meta = await self.metadata()
+        return self.token_endpoint.authorization_url(
+            meta["authorization_endpoint"],
+            redirect_uri=redirect_uri,
+            scopes=scopes,
+            state=state,
+            code_verifier=code_verifier,
+            extra={"nonce": nonce, **extra},
+        )
+
+    async def exchange_code(
+        self, *, code: str, code_verifier: str, redirect_uri: str, extra: Mapping[str, str]
+    ) -> TokenResponse:
+        meta = await self.metadata()
+        return await self.token_endpoint.exchange_code(
+            meta["token_endpoint"],
+            code=code,
+            code_verifier=code_verifier,
+            redirect_uri=redirect_uri,
+            extra=extra,
+        )
+
+    async def refresh(
+        self, *, refresh_token: str, scope: list[str] | None, extra: Mapping[str, str]
+    ) -> TokenResponse:
+        meta = await self.metadata()
+        return await self.token_endpoint.refresh(
+            meta["token_endpoint"], refresh_token=refresh_token, scope=scope, extra=extra
+        )
+
+    async def grant(self, grant_type: str, params: Mapping[str, str]) -> TokenResponse:
+        """Any other grant at the token endpoint (token exchange, jwt-bearer)."""
+        meta = await self.metadata()
+        return await self.token_endpoint.request(meta["token_endpoint"], grant_type, params)
+
+    async def revoke(self, token: str, hint: str) -> bool:
+        """Revoke at the IdP when discovery advertises an endpoint. True if it said OK."""
+        return await rfc7009.revoke_token(self.token_endpoint, await self.metadata(), token, hint)
+
+    async def userinfo(self, access_token: str) -> dict[str, Any] | None:
+        """UserInfo's claims for a fresh access token (:func:`.oidc.fetch_userinfo`)."""
+        return await oidc.fetch_userinfo(self._http, await self.metadata(), access_token)
+
+    async def verify_id_token(
+        self, id_token: str, nonce: str, access_token: str | None = None
+    ) -> dict[str, Any]:
+        """The verified claims of an ID token (:func:`.oidc.verify_id_token`)."""
+        return await oidc.verify_id_token(
+            self.discovery,
+            id_token,
+            client_id=self.client_id,
+            nonce=nonce,
+            access_token=access_token,
+        )
