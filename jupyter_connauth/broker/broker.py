@@ -22,7 +22,7 @@ from ..core.tokens import REASON_TEXT, Flow
 from ..oauth.client import IdPClient
 from .config import ConnAuth
 from .flows import ConsentFlows, FlowStart
-from .grants import TokenGrant, consent_reason, exchanged_grant
+from .grants import TokenGrant, consent_reason, grant_of
 from .jwt_mint import JWTMinter, jwt_subject, signing_refusal
 from .passthrough import Exchanger
 from .principal import Principal
@@ -143,7 +143,7 @@ class Broker:
             return await self.flows.start(
                 user, spec, "grant_revoked", expected_email=expected_email
             )
-        return exchanged_grant(
+        return grant_of(
             spec, exchanged, identity=result.identity, grant=result.grant, warning=result.warning
         )
 

@@ -72,7 +72,10 @@ class ConnAuth(Configurable):
     ).tag(config=True)
 
     store_path = Unicode(
-        help="The SQLite token store. Default: <jupyter data dir>/connauth/tokens.sqlite3",
+        help="""The SQLite token store of the single-user server, shared with a kernel
+        that hosts the broker itself (LocalConnAuth). The JupyterHub service keeps its
+        tokens at c.ConnAuthHub.db_url instead. Default:
+        <jupyter data dir>/connauth/tokens.sqlite3""",
     ).tag(config=True)
 
     @default("store_path")
@@ -80,8 +83,10 @@ class ConnAuth(Configurable):
         return str(Path(jupyter_data_dir()) / "connauth" / "tokens.sqlite3")
 
     key_file = Unicode(
-        help="""Where to keep a generated encryption key when neither
-        JUPYTER_CONNAUTH_CRYPT_KEY nor JUPYTERHUB_CRYPT_KEY is set.""",
+        help="""Where the single-user server (and a kernel hosting the broker) keeps a
+        generated encryption key when neither JUPYTER_CONNAUTH_CRYPT_KEY nor
+        JUPYTERHUB_CRYPT_KEY is set; the JupyterHub service requires one of the two.
+        Default: crypt.key beside store_path.""",
     ).tag(config=True)
 
     @default("key_file")

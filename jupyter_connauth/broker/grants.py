@@ -1,6 +1,6 @@
 """What the broker hands out: a :class:`TokenGrant` for one user and connection, made
-from a stored grant, an exchanged token or a minted JWT; and when a stored grant can
-no longer be used (:func:`consent_reason`)."""
+from a stored grant or an exchanged token (:func:`grant_of`) or a minted JWT; and when
+a stored grant can no longer be used (:func:`consent_reason`)."""
 
 from __future__ import annotations
 
@@ -48,37 +48,17 @@ class TokenGrant:
         return out
 
 
-def stored_grant(
-    spec: ConnectionSpec, record: TokenRecord, warning: str | None = None
-) -> TokenGrant:
-    """The answer for the user's own stored token."""
-    return TokenGrant(
-        connection=spec.name,
-        access_token=record.access_token,
-        expires_at=record.expires_at,
-        token_type=record.token_type,
-        identity=record.display_identity,
-        warning=warning,
-        extra={
-            "info": spec.kernel_info(),
-            "kind": "oauth",
-            "email": record.identity.get("email"),
-            "claims": record.identity,  # the JWT subject's source; never sent
-        },
-        grant=record.grant_id,
-    )
-
-
-def exchanged_grant(
+def grant_of(
     spec: ConnectionSpec,
-    token: TokenResponse,
+    token: TokenRecord | TokenResponse,
     *,
     identity: str | None,
     grant: str,
     warning: str | None = None,
-    **extra: str,
+    **extra: Any,
 ) -> TokenGrant:
-    """The answer for a token a pass-through exchange got for the user."""
+    """The answer for an OAuth access token: the user's stored one, or one a
+    pass-through exchange got for them (``extra``: what else the kernel learns)."""
     return TokenGrant(
         connection=spec.name,
         access_token=token.access_token,
@@ -88,6 +68,21 @@ def exchanged_grant(
         warning=warning,
         extra={"info": spec.kernel_info(), "kind": "oauth", **extra},
         grant=grant,
+    )
+
+
+def stored_grant(
+    spec: ConnectionSpec, record: TokenRecord, warning: str | None = None
+) -> TokenGrant:
+    """The answer for the user's own stored token."""
+    return grant_of(
+        spec,
+        record,
+        identity=record.display_identity,
+        grant=record.grant_id,
+        warning=warning,
+        email=record.identity.get("email"),
+        claims=record.identity,  # the JWT subject's source; never sent
     )
 
 

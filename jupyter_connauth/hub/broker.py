@@ -21,7 +21,7 @@ from typing import Any
 
 from ..broker.broker import Broker
 from ..broker.flows import FlowStart
-from ..broker.grants import TokenGrant, exchanged_grant
+from ..broker.grants import TokenGrant, grant_of
 from ..broker.jwt_mint import jwt_subject
 from ..core.connections import ConnectionSpec
 from ..core.errors import ConnAuthError, SubjectRejected
@@ -53,7 +53,7 @@ class HubBroker(Broker):
                 )
                 self.exchanger.forget(ident.name, name)
             else:
-                return exchanged_grant(
+                return grant_of(
                     spec,
                     exchanged,
                     identity=ident.email or ident.name,

@@ -138,7 +138,7 @@ async def test_more_refreshes_at_once_than_pool_connections(
     async with two_replicas(replica_idp, replica_db) as (a, _b):
         small = SQLTokenStore(replica_db, a.store.crypt, pool_size=1, max_overflow=1)  # type: ignore[attr-defined]
         a.store.close()
-        a.store = a.registry.store = a.flows.store = small
+        a.store = a.registry.store = a.flows.store = a.refresher.store = small
         spec = a.connection("sales")
         users = [f"user{i}" for i in range(6)]
         for user in users:  # due now; the IdP does not know these refresh tokens

@@ -43,15 +43,17 @@ flows_t = sa.Table(
     sa.Column("expires_at", sa.Float, nullable=False),
     sa.Column("data", sa.LargeBinary, nullable=False),
 )
-connections_t = sa.Table(
-    "connections",
-    metadata,
-    sa.Column("name", sa.String(255), primary_key=True),
-    sa.Column("data", sa.LargeBinary, nullable=False),
-)
-secrets_t = sa.Table(
-    "secrets",
-    metadata,
-    sa.Column("name", sa.String(255), primary_key=True),
-    sa.Column("data", sa.LargeBinary, nullable=False),
-)
+
+
+def _by_name(table: str) -> sa.Table:
+    """A table of encrypted blobs by name (connections defined through the API, secrets)."""
+    return sa.Table(
+        table,
+        metadata,
+        sa.Column("name", sa.String(255), primary_key=True),
+        sa.Column("data", sa.LargeBinary, nullable=False),
+    )
+
+
+connections_t = _by_name("connections")
+secrets_t = _by_name("secrets")

@@ -45,18 +45,13 @@ def upgrade() -> None:
             sa.Column("expires_at", sa.Float, nullable=False),
             sa.Column("data", sa.LargeBinary, nullable=False),
         )
-    if "connections" not in have:
-        op.create_table(
-            "connections",
-            sa.Column("name", sa.String(255), primary_key=True),
-            sa.Column("data", sa.LargeBinary, nullable=False),
-        )
-    if "secrets" not in have:
-        op.create_table(
-            "secrets",
-            sa.Column("name", sa.String(255), primary_key=True),
-            sa.Column("data", sa.LargeBinary, nullable=False),
-        )
+    for by_name in ("connections", "secrets"):  # encrypted blobs by name
+        if by_name not in have:
+            op.create_table(
+                by_name,
+                sa.Column("name", sa.String(255), primary_key=True),
+                sa.Column("data", sa.LargeBinary, nullable=False),
+            )
     meta = sa.table("meta", sa.column("key", sa.String), sa.column("value", sa.Text))
     found = (
         op.get_bind().execute(sa.select(meta.c.value).where(meta.c.key == "schema_version")).first()
