@@ -11,7 +11,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..core.connections import ConnectionSpec
@@ -19,7 +19,7 @@ from ..core.errors import FlowError, IdPUnavailable, ScopeMismatch
 from ..core.scopes import missing_scopes
 from ..core.tokens import REASON_TEXT, Flow, TokenRecord
 from ..oauth.client import IdPClient
-from ..oauth.oidc import add_userinfo, identity_from_claims, prompt_params
+from ..oauth.oidc import PromptRules, add_userinfo, identity_from_claims, prompt_params
 from ..oauth.rfc6749 import OAuthProtocolError
 from ..oauth.rfc7636 import new_code_verifier
 from ..oauth.rfc9207 import IssuerMismatchError, IssuerMissingError, check_issuer
@@ -52,11 +52,6 @@ class FlowStart:
             "flow_id": self.flow.flow_id,
             "expires_at": self.flow.expires_at,
         }
-
-
-#: The ``prompt`` (and other parameters) a consent's authorization request carries:
-#: ``(scopes, params, switch_account=...) -> params``; a flavour may pass its own.
-PromptRules = Callable[..., dict[str, str]]
 
 
 class ConsentFlows:

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import httpx2
 from authlib.oidc.core import CodeIDToken
@@ -246,6 +246,16 @@ def add_userinfo(identity: dict[str, str], info: Mapping[str, Any]) -> None:
 
 
 # -- the authentication request -------------------------------------------------------
+class PromptRules(Protocol):
+    """What a provider's authentication request needs besides the scopes: the
+    ``prompt`` and the like. :func:`prompt_params` is plain OpenID Connect's; an IdP
+    flavour with other rules passes its own function to the consent flows."""
+
+    def __call__(
+        self, scopes: list[str], params: Mapping[str, str], *, switch_account: bool
+    ) -> dict[str, str]: ...
+
+
 def prompt_params(
     scopes: list[str], params: Mapping[str, str], *, switch_account: bool
 ) -> dict[str, str]:
