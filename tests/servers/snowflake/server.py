@@ -618,7 +618,10 @@ class ConnAuthApp:
             if resp is not None:
                 return await resp(scope, receive, send)
             self.queries += 1
-            return await self.query_with_chunks(scope, _replay(body, receive), send)
+            try:
+                return await self.query_with_chunks(scope, _replay(body, receive), send)
+            finally:
+                self.tokens.touch(_session_token(scope))  # a long query is activity
         if path.startswith("/__results__/") and method == "GET":
             headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
             status, out, blob = self.results.serve(path, scope.get("query_string", b""), headers)
@@ -704,10 +707,10 @@ class ConnAuthApp:
         self.logins += 1
 
         d = payload["data"]
-        d["masterToken"] = self.tokens.login(token)
-        d["validityInSeconds"] = self.config.session_validity
-        d["masterValidityInSeconds"] = self.config.master_validity
         d["sessionId"] = next(self._session_ids)
+        d["masterToken"] = self.tokens.login(token, d["sessionId"])
+        d["validityInSeconds"] = _seconds(self.config.session_validity)
+        d["masterValidityInSeconds"] = _seconds(self.config.master_validity)
         d["idToken"] = None
         d["healthCheckInterval"] = 45
         d["newClientForUpgrade"] = None
@@ -738,15 +741,16 @@ class ConnAuthApp:
         info = self.sessions.pop(old, None)
         if info is not None:
             self.sessions[new] = info
-        left = max(0.0, tokens.master_expires - time.time())
+        left = _seconds(tokens.master_expires - time.time())
         return JSONResponse(
             {
                 "data": {
                     "sessionToken": new,
-                    "validityInSecondsST": self.config.session_validity,
+                    "validityInSecondsST": _seconds(self.config.session_validity),
                     "masterToken": tokens.master,
                     "validityInSecondsMT": left,
                     "masterValidityInSeconds": left,
+                    "sessionId": tokens.session_id,
                 },
                 "code": None,
                 "message": None,
@@ -800,6 +804,11 @@ class ConnAuthApp:
             if conn is not None:
                 self.bind_session(conn, info)
         return None
+
+
+def _seconds(value: float) -> int:
+    """Validity as the drivers parse it: whole seconds (sf_core wants an unsigned int)."""
+    return max(0, round(value))
 
 
 #: Requests made with the session token (checked for its validity first).

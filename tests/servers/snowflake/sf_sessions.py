@@ -13,7 +13,8 @@ A request with an expired session token is refused with code **390112** ("Your s
 has expired. Please login again."), before it runs; the driver then posts
 ``/session/token-request`` with the master token in ``Authorization`` and
 ``{"oldSessionToken", "requestType": "RENEW"}``, gets a new session token
-(``sessionToken``, ``validityInSecondsST``, ``masterToken``, ``validityInSecondsMT``) and
+(``sessionToken``, ``validityInSecondsST``, ``masterToken``, ``validityInSecondsMT``,
+``sessionId``; whole seconds) and
 sends the request again. A master token past its validity answers **390114**
 ("Authentication token has expired.  The user must authenticate again."), an unknown one
 390113: the driver raises ``ReauthenticationRequest`` and the session is over.
@@ -38,6 +39,7 @@ class Tokens:
     master: str
     session_expires: float
     master_expires: float
+    session_id: int
 
 
 class SessionTokens:
@@ -52,12 +54,12 @@ class SessionTokens:
         self.session_expired = 0
         self.master_expired = 0
 
-    def login(self, session_token: str) -> str:
+    def login(self, session_token: str, session_id: int) -> str:
         """A new session: its master token."""
         master = "master-" + secrets.token_urlsafe(32)
         now = time.time()
         self.by_session[session_token] = Tokens(
-            master, now + self.session_validity, now + self.master_validity
+            master, now + self.session_validity, now + self.master_validity, session_id
         )
         self.by_master[master] = session_token
         return master
@@ -95,6 +97,12 @@ class SessionTokens:
         self.by_master[tokens.master] = new
         self.renewals += 1
         return current, new, tokens
+
+    def touch(self, session_token: str | None) -> None:
+        """A request finished: activity, so the idle timeout restarts from now."""
+        tokens = self.by_session.get(session_token or "")
+        if tokens is not None:
+            tokens.master_expires = max(tokens.master_expires, time.time() + self.master_validity)
 
     def forget(self, session_token: str) -> None:
         tokens = self.by_session.pop(session_token, None)
