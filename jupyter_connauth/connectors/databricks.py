@@ -6,7 +6,8 @@ factory for the ``Authorization`` header, and the factory answers the session's 
 token, renewed through the broker shortly before it expires, so a statement and its
 session outlive any one token (without a renewer, a static ``access_token`` as before).
 The 4.x driver wraps every credential in its ``TokenFederationProvider``
-(``databricks/sql/auth/auth.py`` ``get_auth_provider``; databricks-sql-connector ≥ 4.1.4):
+(``databricks/sql/auth/auth.py`` ``get_auth_provider``; from databricks-sql-connector
+4.1.4; our floor is 4.2.5, the first that does not retry a 404):
 when the token's issuer host differs from the workspace host it first exchanges the
 token at ``https://<server_hostname>/oidc/v1/token`` (RFC 8693,
 ``return_original_token_if_authenticated=true``) and sends what comes back; when the

@@ -64,8 +64,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-#: Connection parameters passed to ``snowflake.connector.connect`` when present.
-SESSION_PARAMS = ("warehouse", "database", "schema", "role")
+#: Connection parameters passed to ``snowflake.connector.connect`` when present
+#: (``host``: a PrivateLink or other non-default host name for the account).
+SESSION_PARAMS = ("warehouse", "database", "schema", "role", "host")
 
 #: How long an interrupted query waits for the cancel request and the driver call.
 CANCEL_GRACE_SECONDS = 5.0
