@@ -16,8 +16,8 @@ for unqualified table names).
   retrying transient failures (connection refused, 5xx, rate limits) before giving up.
 
 Credentials: google-auth's ``Credentials(token, expiry=..., refresh_handler=...)``, the
-form google-auth provides for tokens from a token broker ("useful ... for retrieving
-downscoped tokens from a token broker", ``google/oauth2/credentials.py``). The handler
+form google-auth provides for tokens from a token broker ("useful in particular for
+retrieving downscoped tokens from a token broker", google-auth-library-python PR #812). The handler
 asks the session's renewer, which asks the broker shortly before the token expires, so
 a job polled past the token's life and a Storage Read stream (the read client shares
 these credentials) keep going. google-auth refreshes ``REFRESH_THRESHOLD`` (3 min 45 s)
