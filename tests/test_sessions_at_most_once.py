@@ -92,3 +92,20 @@ async def test_auth_error_after_submission_is_not_retried(shell, jp_fetch, conse
     assert r.error_in_exec is None, r.error_in_exec
     assert set(shell.ip.user_ns["df"]["owner"]) == {"alice@example.com"}
     assert warehouse.stats()["sessions_opened"] == after["sessions_opened"] + 1
+
+
+async def test_server_side_statement_outlives_its_token(
+    jp_fetch, consent, jp_serverapp, warehouse, idp
+):
+    """The server's own calls (Test and browse) renew through the broker the same way."""
+    await authorize(jp_fetch, consent, "lake", "alice")
+    calls = jp_serverapp.web_app.settings["connauth_warehouse"]
+    assert (await calls.call("alice", "lake", "query_arrow", "SELECT 1 AS one")).num_rows == 1
+    before, refreshed = warehouse.stats(), idp.token_requests("refresh_token")
+    table = await calls.call("alice", "lake", "query_arrow", SLOW)
+    after = warehouse.stats()
+    assert table.num_rows == 1
+    assert idp.token_requests("refresh_token") > refreshed, "no token expired mid-statement"
+    assert after["statements"] == before["statements"] + 1
+    assert after["sessions_opened"] == before["sessions_opened"]
+    assert after.get("auth_401", 0) == before.get("auth_401", 0)
