@@ -24,7 +24,7 @@ from tests.idp_fixture import TestIdP
 from tests.servers.bigquery.fixture import BigQueryServer
 from tests.servers.snowflake.fixture import SnowflakeServer
 from tests.test_sessions_kernel import authorize
-from tests.test_stack_bigquery import BQ, BQ_SCOPE, PROJECT
+from tests.test_stack_bigquery import BQ, BQ_SCOPE, PROJECT, bq_connection
 from tests.test_stack_snowflake import JWT_AUD, SF, USERS
 
 broker_key = test_stack_snowflake.broker_key  # the module's broker signing key (fixture)
@@ -36,6 +36,14 @@ TOKEN_TTL = 4  # seconds, the IdP's access tokens and (patched) the broker's JWT
 SF_SLOW = (
     "SELECT max(md5(CAST(seq4() AS VARCHAR))) AS m FROM TABLE(GENERATOR(ROWCOUNT => 40000000))"
 )
+
+
+async def opened(shell: Any, jp_fetch: Any, consent: Any, snowflake: SnowflakeServer) -> Any:
+    """Alice's consent and the kernel's session of ``sales``; the server's counters then."""
+    await authorize(jp_fetch, consent, "sales", "alice")
+    r = await shell.run("%%sql_connector sales\nSELECT 1 AS one")
+    assert r.error_in_exec is None, r.error_in_exec
+    return snowflake.stats()
 
 
 class _SnowflakeStack:
@@ -141,10 +149,7 @@ class TestSnowflake(_SnowflakeStack):
     async def test_long_query_across_token_expiry_runs_once(
         self, shell, consent, jp_fetch, snowflake
     ):
-        await authorize(jp_fetch, consent, "sales", "alice")
-        r = await shell.run("%%sql_connector sales\nSELECT 1 AS one")
-        assert r.error_in_exec is None, r.error_in_exec
-        before = snowflake.stats()
+        before = await opened(shell, jp_fetch, consent, snowflake)
         started = time.monotonic()
         r = await shell.run(f"%%sql_connector sales -o slow\n{SF_SLOW}")
         assert r.error_in_exec is None, r.error_in_exec
@@ -166,10 +171,7 @@ class TestSnowflakeSessionEnd(_SnowflakeStack):
     async def test_new_session_only_when_snowflake_ends_it(
         self, shell, consent, jp_fetch, snowflake
     ):
-        await authorize(jp_fetch, consent, "sales", "alice")
-        r = await shell.run("%%sql_connector sales\nSELECT 1 AS one")
-        assert r.error_in_exec is None, r.error_in_exec
-        before = snowflake.stats()
+        before = await opened(shell, jp_fetch, consent, snowflake)
         await asyncio.sleep(7)  # idle past the master token's validity: the session is over
         r = await shell.run("%%sql_connector sales -o mine\nSELECT owner FROM sales")
         assert r.error_in_exec is None, r.error_in_exec  # logged in again, no user action
@@ -211,19 +213,7 @@ class TestBigQuery:
 
     @pytest.fixture
     def connections(self, bigquery: BigQueryServer) -> dict[str, Any]:
-        return {
-            "bq": {
-                "connector": "bigquery",
-                "project": PROJECT,
-                "scopes": f"{BQ_SCOPE} offline_access",
-                "resource": BQ,
-                "driver_options": {
-                    "client_options": {"api_endpoint": bigquery.endpoint},
-                    "storage_api_endpoint": f"http://{bigquery.grpc_endpoint}",
-                    "retry_deadline": 20,
-                },
-            }
-        }
+        return {"bq": bq_connection(bigquery, f"http://{bigquery.grpc_endpoint}")}
 
     async def test_job_and_storage_read_across_token_expiry_run_once(
         self, shell, consent, jp_fetch, bigquery, idp
