@@ -118,8 +118,9 @@ class Renewer:
                 return cred  # another driver thread renewed it meanwhile
             try:
                 newer = self._fetch()
-            except Exception as e:  # the broker's error text carries no token
-                log.info("jupyter-connauth: renewing %s failed: %s", self.lease.info.name, e)
+            except Exception as e:  # consent needed, broker down: the warehouse decides
+                name = self.lease.info.name
+                log.info("jupyter-connauth: renewing %s failed (%s)", name, type(e).__name__)
                 return cred
             mine = self.lease
             if newer is None or newer.grant != mine.grant or newer.info != mine.info:
