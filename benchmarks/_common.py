@@ -65,6 +65,20 @@ class Row:
         return [self.benchmark, self._fmt(self.ours), baseline, ratio, target, ok]
 
 
+class NegativeOverhead(Row):
+    """A failed row: a path measured faster than the driver it wraps."""
+
+    def __init__(self, benchmark: str) -> None:
+        super().__init__(benchmark, float("nan"), "", target=0.0)
+
+    @property
+    def ok(self) -> bool | None:
+        return False
+
+    def cells(self) -> list[str]:
+        return [self.benchmark, "negative overhead", "—", "—", "≥ 0 ms", "❌"]
+
+
 def markdown_table(rows: Sequence[Row]) -> str:
     lines = [
         "| benchmark | ours | baseline | ratio | target | ok |",
@@ -105,6 +119,13 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
         return float("nan")
     k = max(0, min(len(sorted_values) - 1, round(q / 100 * len(sorted_values) + 0.5) - 1))
     return sorted_values[k]
+
+
+def noise(values: list[float]) -> float:
+    """Twice the standard error of a median, from the median absolute deviation."""
+    m = median(values)
+    mad = median([abs(v - m) for v in values])
+    return 2 * 1.4826 * mad * 1.2533 / max(1, len(values)) ** 0.5
 
 
 def median(values: Sequence[float]) -> float:

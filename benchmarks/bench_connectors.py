@@ -47,7 +47,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, Row, emit, log, median, percentile
+from _common import REPO, NegativeOverhead, Row, emit, log, median, noise, percentile
 
 JUPYSQL_PY = REPO / ".cache" / "envs" / "jupysql" / "bin" / "python"
 JUPYSQL_PKGS = (
@@ -501,20 +501,13 @@ def bench_select1(wh: Warehouse, budget_s: float) -> dict[str, Any]:
         "pair_ratio": median(ratios),
         # median paired difference to raw, and how far from 0 noise alone takes it
         "overhead_ms": {k: median(v) for k, v in diffs.items()},
-        "noise_ms": max(0.02, max(_noise(v) for v in diffs.values())),
+        "noise_ms": max(0.02, max(noise(v) for v in diffs.values())),
         "first_sessions": None if s0 is None else s1 - s0,  # type: ignore[operator]
         "second_sessions": None if s1 is None else s2 - s1,  # type: ignore[operator]
         "broker_calls": broker.calls,
         "ours_requests": None if r0 is None else r1 - r0,  # type: ignore[operator]
         "raw_requests": None if r1 is None else r2 - r1,  # type: ignore[operator]
     }
-
-
-def _noise(values: list[float]) -> float:
-    """Twice the standard error of a median, from the median absolute deviation."""
-    m = median(values)
-    mad = median([abs(v - m) for v in values])
-    return 2 * 1.4826 * mad * 1.2533 / max(1, len(values)) ** 0.5
 
 
 def bench_big(
@@ -717,20 +710,6 @@ def rows_for(wh: Warehouse, s1: dict[str, Any] | None, big: dict[str, Any] | Non
     dt = {p: ", ".join(v[0]["dtypes"]) for p, v in res.items() if v}
     notes.append(f"{t} dtypes: " + "; ".join(f"**{p}**: {d}" for p, d in dt.items()))
     return rows, notes
-
-
-class NegativeOverhead(Row):
-    """A failed row: a path measured faster than the driver it wraps."""
-
-    def __init__(self, benchmark: str) -> None:
-        super().__init__(benchmark, float("nan"), "", target=0.0)
-
-    @property
-    def ok(self) -> bool | None:
-        return False
-
-    def cells(self) -> list[str]:
-        return [self.benchmark, "negative overhead", "—", "—", "≥ 0 ms", "❌"]
 
 
 class NotMeasured(Row):

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, Row, emit, log, median, percentile
+from _common import REPO, NegativeOverhead, Row, emit, log, median, noise, percentile
 
 JUPYSQL_PY = REPO / ".cache" / "envs" / "jupysql" / "bin" / "python"
 LOAD_TARGET_MS = 150.0
@@ -359,6 +359,9 @@ def bench_cell(iterations: int, budget_s: float, profile_seconds: float = 0) -> 
         raw_conn.close()
         return {
             "n": i,
+            # paired differences (the cells alternate), for the negative-overhead check
+            "noise_ms": noise([(o - r) * 1e3 for o, r in zip(ours, raws, strict=True)]),
+            "http_noise_ms": noise([(h - r) * 1e3 for h, r in zip(https, raws, strict=True)]),
             "ours_ms": median(ours) * 1e3,
             "http_ms": median(https) * 1e3,
             "trip_http_ms": median(trips["http"]) * 1e3,
@@ -428,6 +431,17 @@ def main() -> int:
         Row("Snowflake logins during the timed cells", cell["later_logins"], "", None, 0,
             False, 0),
     ]  # fmt: skip
+    for what, added, noise_ms in (
+        ("in-process broker", overhead, cell["noise_ms"]),
+        ("through the server", http_overhead, cell["http_noise_ms"]),
+    ):
+        if added < -max(0.05, noise_ms):  # faster than the raw cell it wraps: a wrong bench
+            rows.append(
+                NegativeOverhead(
+                    f"`%%sql_connector` cell ({what}) measured {-added:.2f} ms faster than the "
+                    f"raw-driver cell (noise {noise_ms:.2f} ms): the measurement is wrong"
+                )
+            )
     notes = [
         f"`%load_ext`: {args.runs} fresh processes per extension, taking turns, after one "
         "discarded warm-up each; the `InteractiveShell` exists before the timer starts (as "

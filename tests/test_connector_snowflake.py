@@ -600,6 +600,23 @@ def test_unreachable_server_names_the_host() -> None:
     assert f"127.0.0.1:{port}" in err.message and "'acme'" in err.message
 
 
+def test_documented_params_reach_the_driver(sf: SnowflakeServer, tokens: dict[str, str]) -> None:
+    """``host`` (PrivateLink), database, schema and role from the connection's params, not
+    driver_options: without ``host`` the driver would go to connauth.snowflakecomputing.com."""
+    info = info_for(sf, role="ANALYST")
+    options = {k: v for k, v in info.driver_options.items() if k != "host"}
+    info = ConnectionInfo(
+        info.name, info.connector, info.auth, {**info.params, "host": sf.host}, options
+    )
+    conn = CONNECTOR.connect(info, Credential(tokens["alice"], None))
+    try:
+        sql = "SELECT CURRENT_DATABASE(), CURRENT_SCHEMA(), CURRENT_ROLE()"
+        got = list(CONNECTOR.query_arrow(conn, sql).to_pydict().values())
+        assert got == [["CONNAUTH"], ["PUBLIC"], ["ANALYST"]]
+    finally:
+        CONNECTOR.close(conn)
+
+
 def test_non_driver_errors_are_not_translated(sf: SnowflakeServer) -> None:
     assert CONNECTOR.translate_error(ValueError("x"), info_for(sf)) is None
     assert not CONNECTOR.is_auth_error(ValueError("x"))

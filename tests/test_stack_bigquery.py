@@ -44,21 +44,26 @@ def bigquery(idp: TestIdP) -> Iterator[BigQueryServer]:
         srv.stop()
 
 
+def bq_connection(bigquery: BigQueryServer, storage: str | None = None) -> dict[str, Any]:
+    """The connection ``bq`` to the local BigQuery; ``storage``: the Storage Read API's
+    endpoint (None: REST pages only)."""
+    reads = {"storage_api_endpoint": storage} if storage else {"use_storage_api": False}
+    return {
+        "connector": "bigquery",
+        "project": PROJECT,
+        "scopes": f"{BQ_SCOPE} offline_access",
+        "resource": BQ,
+        "driver_options": {
+            "client_options": {"api_endpoint": bigquery.endpoint},
+            **reads,
+            "retry_deadline": 20,
+        },
+    }
+
+
 @pytest.fixture
 def connections(bigquery: BigQueryServer) -> dict[str, Any]:
-    return {
-        "bq": {
-            "connector": "bigquery",
-            "project": PROJECT,
-            "scopes": f"{BQ_SCOPE} offline_access",
-            "resource": BQ,
-            "driver_options": {
-                "client_options": {"api_endpoint": bigquery.endpoint},
-                "use_storage_api": False,
-                "retry_deadline": 20,
-            },
-        }
-    }
+    return {"bq": bq_connection(bigquery)}
 
 
 async def test_cell_waits_for_consent_then_shows_rows(shell, bigquery):

@@ -68,6 +68,14 @@ class Credential:
         return f"Credential(kind={self.kind!r}, expires_at={self.expires_at!r})"
 
 
+#: How a driver gets a fresh credential during a session, from the broker: called on the
+#: driver's own threads (Databricks on every request, BigQuery when google-auth finds its
+#: token about to expire); answers the session's current credential, a newer one of the
+#: same grant when that one is about to expire. Never raises for a broker that cannot
+#: renew: it answers the last credential, which the warehouse then rejects.
+Renew = Callable[[], Credential]
+
+
 def with_token(options: Mapping[str, Any], token: str) -> dict[str, Any]:
     """``driver_options`` with ``{ACCESS_TOKEN}`` replaced wherever a driver wants it."""
 
@@ -135,8 +143,13 @@ class Connector(ABC):
 
     # -- connections --------------------------------------------------------------
     @abstractmethod
-    def connect(self, info: ConnectionInfo, cred: Credential) -> Any:
-        """A driver connection (or client) authenticated as the credential's user."""
+    def connect(self, info: ConnectionInfo, cred: Credential, renew: Renew | None = None) -> Any:
+        """A driver connection (or client) authenticated as the credential's user.
+
+        With ``renew``, the driver asks it for the credential whenever it needs one, so a
+        session and a running statement outlive the first token (Databricks'
+        ``credentials_provider``, google-auth's ``refresh_handler``); Snowflake logs in
+        once with ``cred`` and then lives on its own session and master tokens."""
 
     def close(self, conn: Any) -> None:
         close = getattr(conn, "close", None)

@@ -15,11 +15,17 @@ for unqualified table names).
 - ``retry_deadline`` (seconds, default: the driver's 600): how long the driver keeps
   retrying transient failures (connection refused, 5xx, rate limits) before giving up.
 
-Credentials carry the user's access token only. The broker owns refresh, so when
-BigQuery rejects the token, ``refresh()`` raises :class:`ConsentRequired` (code
-``token_rejected``) instead of google-auth's "credentials do not contain the necessary
-fields" ``RefreshError``; :meth:`BigQueryConnector.is_auth_error` is True for it and the
-caller reconnects with a fresh credential from the broker.
+Credentials: google-auth's ``Credentials(token, expiry=..., refresh_handler=...)``, the
+form google-auth provides for tokens from a token broker ("useful in particular for
+retrieving downscoped tokens from a token broker", google-auth-library-python PR #812). The handler
+asks the session's renewer, which asks the broker shortly before the token expires, so
+a job polled past the token's life and a Storage Read stream (the read client shares
+these credentials) keep going. google-auth refreshes ``REFRESH_THRESHOLD`` (3 min 45 s)
+before ``expiry`` and refuses a refreshed token within that threshold, so the expiry it
+is given is when to ask the handler again (at most :data:`RECHECK_SECONDS` ahead, three
+quarters of the remaining life), not the token's own. Without a renewer the credentials
+hold the token only and ``refresh()`` raises :class:`ConsentRequired` (code
+``token_rejected``); :meth:`BigQueryConnector.is_auth_error` is True for it.
 
 Results come through ``RowIterator.to_arrow()`` (REST pages parsed to Arrow, or the
 Storage Read API); :meth:`BigQueryConnector.query_pandas` converts that table itself,
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -53,6 +60,7 @@ from .base import (
     Credential,
     Params,
     Progress,
+    Renew,
     with_token,
 )
 from .bigquery_errors import (
@@ -73,6 +81,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
+#: google-auth asks the refresh handler again at most this many seconds later.
+RECHECK_SECONDS = 10.0
 
 #: Our own driver_options, removed before the rest goes to ``bigquery.Client``.
 OWN_OPTIONS = ("use_storage_api", "storage_api_endpoint", "retry_deadline")
@@ -96,7 +107,7 @@ class BigQueryConnector(Connector):
         self._read_clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
     # -- connections --------------------------------------------------------------
-    def connect(self, info: ConnectionInfo, cred: Credential) -> Any:
+    def connect(self, info: ConnectionInfo, cred: Credential, renew: Renew | None = None) -> Any:
         bigquery = self.driver()
         project = info.params.get("project")
         if not project:
@@ -115,7 +126,7 @@ class BigQueryConnector(Connector):
         client = bigquery.Client(
             project=project,
             location=info.params.get("location"),
-            credentials=_broker_credentials(cred.token, info.name),
+            credentials=broker_credentials(cred, info.name, renew),
             **options,
         )
         dataset = info.params.get("dataset")
@@ -328,7 +339,40 @@ def token_rejected(name: str) -> ConsentRequired:
 # -- credentials ---------------------------------------------------------------------
 
 
-def _broker_credentials(token: str, name: str) -> Any:
+def broker_credentials(cred: Credential, name: str, renew: Renew | None) -> Any:
+    """google-auth credentials for ``cred``, refreshed through ``renew`` (the broker)."""
+    from google.oauth2.credentials import Credentials
+
+    if renew is None:
+        return _static_credentials(cred.token, name)
+
+    def refresh_handler(request: Any, scopes: Any = None) -> tuple[str, Any]:
+        fresh = renew()  # on the driver's thread; the renewer never logs the token
+        return fresh.token, ask_again_at(fresh.expires_at)
+
+    return Credentials(  # type: ignore[no-untyped-call]
+        cred.token, expiry=ask_again_at(cred.expires_at), refresh_handler=refresh_handler
+    )
+
+
+def ask_again_at(expires_at: float | None) -> Any:
+    """The naive-UTC ``expiry`` to give google-auth for a token expiring at ``expires_at``:
+    google-auth calls the handler ``REFRESH_THRESHOLD`` before it, so that is when three
+    quarters of the token's remaining life have passed (at most ``RECHECK_SECONDS``).
+    An expired token gives "now", which google-auth refuses (``RefreshError``)."""
+    import datetime as dt
+
+    from google.auth import _helpers
+
+    now = time.time()
+    left = 3600.0 if expires_at is None else expires_at - now
+    ahead = max(0.0, min(RECHECK_SECONDS, 0.75 * left))
+    at = dt.datetime.fromtimestamp(now + ahead, dt.UTC).replace(tzinfo=None)
+    threshold: dt.timedelta = _helpers.REFRESH_THRESHOLD
+    return at + threshold
+
+
+def _static_credentials(token: str, name: str) -> Any:
     """google-auth credentials holding only the user's token; refresh() is the broker's job."""
     from google.oauth2.credentials import Credentials
 

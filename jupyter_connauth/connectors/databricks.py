@@ -1,17 +1,23 @@
 """Databricks SQL through the official ``databricks-sql-connector`` (4.x, Thrift).
 
-Auth: the user's access token goes to the driver as ``access_token``. The 4.x driver
-wraps every credential (``access_token`` *and* ``credentials_provider``) in its
-``TokenFederationProvider``: when the token's issuer host differs from the workspace
-host it first exchanges the token at ``https://<server_hostname>/oidc/v1/token``
-(RFC 8693, ``return_original_token_if_authenticated=true``) and sends what comes back;
-when the issuer is the workspace itself it sends the token unchanged. We keep that:
-Databricks OAuth token federation *requires* the exchange for tokens from an external
-OIDC IdP (Okta, Keycloak, ...), and for Entra ID tokens the workspace hands the
-original token back. A ``credentials_provider`` would not avoid the exchange (it is
-wrapped the same way), so there is no clean bypass in 4.9.0. The exchanged token is
-cached by the driver per connection, and the kernel reuses connections while the
-credential is valid, so this costs one request per connection.
+Auth: the driver gets a ``credentials_provider`` backed by the broker
+(:func:`credentials_provider`): the driver's ``ExternalAuthProvider`` calls its header
+factory for the ``Authorization`` header, and the factory answers the session's current
+token, renewed through the broker shortly before it expires, so a statement and its
+session outlive any one token (without a renewer, a static ``access_token`` as before).
+The 4.x driver wraps every credential in its ``TokenFederationProvider``
+(``databricks/sql/auth/auth.py`` ``get_auth_provider``; from databricks-sql-connector
+4.1.4; our floor is 4.2.5, the first that does not retry a 404):
+when the token's issuer host differs from the workspace host it first exchanges the
+token at ``https://<server_hostname>/oidc/v1/token`` (RFC 8693,
+``return_original_token_if_authenticated=true``) and sends what comes back; when the
+issuer is the workspace itself it sends the token unchanged. Databricks OAuth token
+federation *requires* the exchange for tokens from an external OIDC IdP (Okta,
+Keycloak, ...), and for Entra ID tokens the workspace hands the original token back
+(docs.databricks.com, "Authenticate with an identity provider token" / "Configure a
+federation policy"). The driver caches the exchanged token until one minute before its
+``exp`` and then calls the provider again, so a renewed token reaches it before the
+exchanged one expires; a token with less than a minute left is looked up per request.
 
 Retries: the driver's defaults retry unreachable hosts for minutes (30 attempts with
 exponential backoff on the Thrift endpoint, about 34 s on ``/oidc/v1/token``). We pass
@@ -42,6 +48,7 @@ from .base import (
     Credential,
     Params,
     Progress,
+    Renew,
     with_token,
 )
 from .databricks_errors import SESSION_GONE, _chain, is_auth_error, scrub, translate
@@ -109,6 +116,27 @@ def _same(a: Any, b: str) -> bool:
     return isinstance(a, str) and a.lower() == b.lower()
 
 
+def credentials_provider(renew: Renew) -> Any:
+    """A ``databricks.sql`` ``CredentialsProvider`` asking ``renew`` for the token on every
+    header the driver builds (``ExternalAuthProvider.add_headers``)."""
+    from databricks.sql.auth.authenticators import CredentialsProvider
+
+    class BrokerCredentials(CredentialsProvider):
+        def auth_type(self) -> str:
+            return "jupyter-connauth"
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            def headers() -> dict[str, str]:
+                return {"Authorization": f"Bearer {renew().token}"}
+
+            return headers
+
+        def __repr__(self) -> str:
+            return "BrokerCredentials()"
+
+    return BrokerCredentials()
+
+
 # -- errors -------------------------------------------------------------------------
 
 
@@ -118,7 +146,7 @@ class DatabricksConnector(Connector):
     driver_module = "databricks.sql"
 
     # -- connections --------------------------------------------------------------
-    def connect(self, info: ConnectionInfo, cred: Credential) -> Any:
+    def connect(self, info: ConnectionInfo, cred: Credential, renew: Renew | None = None) -> Any:
         sql = self.driver()
         params = info.params
         options = with_token(info.driver_options, cred.token)
@@ -137,8 +165,11 @@ class DatabricksConnector(Connector):
         kwargs: dict[str, Any] = {
             "server_hostname": params.get("server_hostname"),
             "http_path": params.get("http_path"),
-            "access_token": cred.token,
         }
+        if renew is None:
+            kwargs["access_token"] = cred.token
+        else:
+            kwargs["credentials_provider"] = credentials_provider(renew)
         for key in ("catalog", "schema"):
             if params.get(key):
                 kwargs[key] = params[key]

@@ -5,9 +5,14 @@ applies the rules both places need:
 
 - **The grant is checked on every call.** The caller asks the broker for the
   credential first (a :class:`Lease`); a session opened under another grant (revoked,
-  re-authorized, possibly as another account, scopes edited), with other connection
-  info, or whose credential is about to expire and has been replaced, is closed and
-  reopened before anything runs.
+  re-authorized, possibly as another account, scopes edited) or with other connection
+  info is closed and reopened before anything runs.
+- **A session outlives its token.** A newer token of the same grant keeps the session;
+  the driver asks the session's :class:`Renewer` for a token whenever it needs one
+  (Databricks per request, BigQuery when google-auth finds it about to expire), and it
+  asks the broker only when the last one is about to expire. Snowflake sessions live on
+  Snowflake's own session and master tokens after login and are reopened only when
+  Snowflake says they expired (390112/390114): no reconnect on a timer.
 - **Single flight, one thread per driver connection.** Each key has a lock held while
   the session is opened and while a call runs on it: concurrent calls of one user and
   connection open one session and take turns on it (drivers are not thread-safe).
@@ -34,14 +39,19 @@ from typing import Any, TypeVar
 
 from ..core.errors import ConnAuthError
 from . import get_connector
-from .base import ConnectionInfo, Connector, Credential
+from .base import ConnectionInfo, Connector, Credential, Renew
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Reconnect with the broker's newer credential when the session's has less left.
-REUSE_MARGIN = 60.0
+#: A driver's token is renewed this long before it expires: a quarter of its lifetime,
+#: between RENEW_MIN (clock skew, ``exp`` in whole seconds) and RENEW_LEEWAY; less than
+#: the broker's refresh leeway (60 s, half the lifetime), so the broker then hands out a
+#: token it has refreshed.
+RENEW_LEEWAY = 30.0
+RENEW_FRACTION = 0.25
+RENEW_MIN = 1.5
 #: The error code of a warehouse that cannot be reached (its sessions are gone).
 UNREACHABLE = "warehouse_unreachable"
 
@@ -66,20 +76,74 @@ def test_sql(connector: str) -> str:
     return "SELECT 1 AS OK" if connector == "snowflake" else "SELECT 1 AS ok"
 
 
+class Renewer:
+    """The credential a session's driver sends, asked for on the driver's threads.
+
+    Answers the session's newest credential (the manager replaces it when a call brings a
+    newer one of the same grant); when that is about to expire, asks the broker through
+    ``fetch`` (single flight, under a lock of its own, never the session's: the call
+    that holds the session's lock is what the driver is serving). A broker that cannot
+    renew (consent needed, another grant, down) leaves the last credential in place: the
+    warehouse rejects it and the call reports that with its fix. No token is logged."""
+
+    def __init__(self, lease: Lease, fetch: Callable[[], Lease | None] | None) -> None:
+        self.lease = lease
+        self._fetch = fetch
+        self._lock = threading.Lock()
+        self._seen = (lease.credential.token, time.time())
+        self.renewals = 0
+
+    def update(self, lease: Lease) -> None:
+        """A call brought a newer credential of the same grant."""
+        self.lease = lease
+
+    def _due(self, cred: Credential, now: float) -> bool:
+        if cred.expires_at is None:
+            return False
+        token, seen = self._seen
+        if token != cred.token:
+            self._seen = (cred.token, now)
+            seen = now
+        lifetime = max(0.0, cred.expires_at - seen)
+        leeway = min(RENEW_LEEWAY, max(RENEW_MIN, RENEW_FRACTION * lifetime))
+        return cred.expires_at - leeway <= now
+
+    def __call__(self) -> Credential:
+        cred = self.lease.credential
+        if self._fetch is None or not self._due(cred, time.time()):
+            return cred
+        with self._lock:
+            cred = self.lease.credential
+            if not self._due(cred, time.time()):
+                return cred  # another driver thread renewed it meanwhile
+            try:
+                newer = self._fetch()
+            except Exception as e:  # consent needed, broker down: the warehouse decides
+                name = self.lease.info.name
+                log.info("jupyter-connauth: renewing %s failed (%s)", name, type(e).__name__)
+                return cred
+            mine = self.lease
+            if newer is None or newer.grant != mine.grant or newer.info != mine.info:
+                return cred  # the next call's grant check closes this session
+            self.lease = newer
+            self.renewals += 1
+            return newer.credential
+
+
 @dataclass
 class _Session:
-    lease: Lease
+    renewer: Renewer
     connector: Connector
     conn: Any
 
-    def serves(self, lease: Lease, now: float) -> bool:
+    @property
+    def lease(self) -> Lease:
+        return self.renewer.lease
+
+    def serves(self, lease: Lease) -> bool:
+        """Same grant and connection info: the session stays, whatever the token."""
         mine = self.lease
-        if mine.grant != lease.grant or mine.info != lease.info:
-            return False
-        if mine.credential.token == lease.credential.token:
-            return True
-        exp = mine.credential.expires_at
-        return exp is None or exp - REUSE_MARGIN > now
+        return mine.grant == lease.grant and mine.info == lease.info
 
 
 @dataclass
@@ -181,13 +245,19 @@ class SessionManager:
         op: Op[T],
         *,
         refetch: Callable[[], Lease | None] | None = None,
+        renew: Callable[[], Lease | None] | None = None,
     ) -> T:
         """Run ``op`` on the session of ``key`` for ``lease`` (opened or reopened as
-        needed). Known driver errors come back as :class:`ConnAuthError` with the fix."""
+        needed). Known driver errors come back as :class:`ConnAuthError` with the fix.
+
+        ``refetch``: the broker's answer again, when a login was rejected. ``renew``
+        (default ``refetch``): the same for a session's driver renewing its token on its
+        own threads: it must not prompt for consent nor close sessions."""
         self.evict()
         slot = self._locked_slot(key)
+        fetch = renew if renew is not None else refetch
         try:
-            session = self._current(slot, lease)
+            session = self._current(slot, lease, fetch)
             for attempt in (1, 2):
                 try:
                     return op(session.connector, session.conn)
@@ -200,7 +270,7 @@ class SessionManager:
                         raise known from None
                 # The warehouse no longer knows the session: nothing ran. Reconnect once.
                 log.info("jupyter-connauth: %s session gone; reconnecting", lease.info.name)
-                session = self._open(slot, lease, refetch)
+                session = self._open(slot, lease, refetch, fetch)
             raise AssertionError("unreachable")
         finally:
             slot.last_used = time.monotonic()
@@ -217,25 +287,33 @@ class SessionManager:
                     return slot
             slot.lock.release()
 
-    def _current(self, slot: _Slot, lease: Lease) -> _Session:
+    def _current(
+        self, slot: _Slot, lease: Lease, fetch: Callable[[], Lease | None] | None
+    ) -> _Session:
         """The slot's session when it serves ``lease``, else a new one (lock held)."""
         session = slot.session
-        if session is not None and session.serves(lease, time.time()):
-            if session.lease.credential.token != lease.credential.token:
-                session.lease = lease  # same grant, newer token: keep the session
+        if session is not None and session.serves(lease):
+            if _newer(lease, session.lease):
+                session.renewer.update(lease)  # same grant, newer token: keep the session
             return session
         if session is not None:
             slot.session = None
             _close(session)
-        return self._open(slot, lease, None)
+        return self._open(slot, lease, None, fetch)
 
     def _open(
-        self, slot: _Slot, lease: Lease, refetch: Callable[[], Lease | None] | None
+        self,
+        slot: _Slot,
+        lease: Lease,
+        refetch: Callable[[], Lease | None] | None,
+        fetch: Callable[[], Lease | None] | None,
     ) -> _Session:
         connector = get_connector(lease.info.connector)
         for attempt in (1, 2):
+            renewer = Renewer(lease, fetch)
+            renew: Renew = renewer
             try:
-                conn = connector.connect(lease.info, lease.credential)
+                conn = connector.connect(lease.info, lease.credential, renew)
             except ConnAuthError:
                 raise
             except Exception as e:
@@ -247,7 +325,7 @@ class SessionManager:
                         connector = get_connector(lease.info.connector)
                         continue
                 raise _known(connector, e, lease.info) from None
-            slot.session = _Session(lease, connector, conn)
+            slot.session = _Session(renewer, connector, conn)
             return slot.session
         raise AssertionError("unreachable")
 
@@ -274,6 +352,15 @@ class SessionManager:
             return err
         slot.session = session  # an ordinary failure (SQL error, too many rows): keep it
         return known
+
+
+def _newer(lease: Lease, than: Lease) -> bool:
+    """``lease`` carries a later-expiring token than ``than`` (the renewer may already
+    hold a newer one than the caller's)."""
+    if lease.credential.token == than.credential.token:
+        return False
+    mine, theirs = than.credential.expires_at, lease.credential.expires_at
+    return mine is not None and (theirs is None or theirs >= mine)
 
 
 def _known(connector: Connector, exc: Exception, info: ConnectionInfo) -> Exception:

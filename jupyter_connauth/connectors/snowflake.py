@@ -32,6 +32,7 @@ from .base import (
     Connector,
     Credential,
     Progress,
+    Renew,
     in_worker,
     with_token,
 )
@@ -63,8 +64,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-#: Connection parameters passed to ``snowflake.connector.connect`` when present.
-SESSION_PARAMS = ("warehouse", "database", "schema", "role")
+#: Connection parameters passed to ``snowflake.connector.connect`` when present
+#: (``host``: a PrivateLink or other non-default host name for the account).
+SESSION_PARAMS = ("warehouse", "database", "schema", "role", "host")
 
 #: How long an interrupted query waits for the cancel request and the driver call.
 CANCEL_GRACE_SECONDS = 5.0
@@ -81,7 +83,12 @@ class SnowflakeConnector(Connector):
     driver_module: ClassVar[str] = "snowflake.connector"
 
     # -- connections --------------------------------------------------------------
-    def connect(self, info: ConnectionInfo, cred: Credential) -> Any:
+    def connect(self, info: ConnectionInfo, cred: Credential, renew: Renew | None = None) -> Any:
+        """Log in with ``cred``. The session then lives on Snowflake's own session token
+        (renewed by the driver with the master token when Snowflake answers 390112) and
+        outlives the OAuth token: ``renew`` is not needed after login. The session ends
+        when the master token expires (390114: :meth:`session_gone`, the caller logs in
+        again with what the broker has then)."""
         sf = self.driver()
         params = info.params
         options = with_token(info.driver_options, cred.token)
@@ -324,6 +331,10 @@ class SnowflakeConnector(Connector):
         return is_snowflake_error(exc) and errno_of(exc) in AUTH_RETRY_ERRNOS
 
     def session_gone(self, exc: BaseException) -> bool:
+        # the driver renews an expired session token itself; what reaches us is a
+        # session it cannot renew (ReauthenticationRequest: master token expired)
+        if type(exc).__name__ == "ReauthenticationRequest":
+            return True
         return is_snowflake_error(exc) and errno_of(exc) in SESSION_GONE
 
     def translate_error(self, exc: BaseException, info: ConnectionInfo) -> ConnAuthError | None:

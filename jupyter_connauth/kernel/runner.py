@@ -71,9 +71,18 @@ class Runner:
         self, name: str, on_consent: ConsentHandler | None, call: Callable[[Connector, Any], Any]
     ) -> Any:
         lease = self.lease(name, on_consent)
-        return self.sessions.run(
-            name, lease, call, refetch=lambda: self.lease(name, on_consent, drop=False)
-        )
+        return self.sessions.run(name, lease, call, **self._refetchers(name, on_consent))
+
+    def _refetchers(
+        self, name: str, on_consent: ConsentHandler | None
+    ) -> dict[str, Callable[[], Lease]]:
+        """The broker asked again: after a rejected login (consent may be shown), and by
+        the drivers renewing their token on their own threads (never a consent prompt,
+        never a session closed: that would wait for the call the driver serves)."""
+        return {
+            "refetch": lambda: self.lease(name, on_consent, drop=False),
+            "renew": lambda: self.lease(name, None, drop=False),
+        }
 
     def query(
         self,
@@ -108,7 +117,7 @@ class Runner:
             name,
             lease,
             lambda c, conn: c.query_arrow(conn, sql),
-            refetch=lambda: self.lease(name, on_consent, drop=False),
+            **self._refetchers(name, on_consent),
         )
         return time.perf_counter() - started
 

@@ -18,7 +18,10 @@ What this adds on top of ``fakesnow.server.app`` (an ASGI wrapper, no fakesnow c
   ``CURRENT_USER()`` (a row access policy in effect).
 * the login response carries the fields newer connectors require (masterToken, sessionId, ...).
 * NULL timestamps are sent as null Arrow structs (fakesnow sends epoch 0 for them).
-* ``GET /__test__/stats`` counts logins.
+* session and master tokens with validity and renewal (``sf_sessions.py``): an expired
+  session token gets 390112 and is renewed at ``/session/token-request`` with the master
+  token; an idle session past the master token's validity gets 390114.
+* ``GET /__test__/stats`` counts logins (sessions opened), statements, renewals.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import uvicorn
 from sf_results import PENDING, ChunkSettings, Pending, ResultStore, send_raw
+from sf_sessions import SessionTokens
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -180,8 +184,8 @@ class Config:
     account: str = "connauth"
     sales_rows: list[tuple[str, float, str]] = field(default_factory=lambda: list(DEFAULT_SALES))
     seed_big_rows: int = 0
-    session_validity: int = 3600
-    master_validity: int = 14400
+    session_validity: float = 3600
+    master_validity: float = 14400
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
@@ -217,8 +221,8 @@ class Config:
             account=d.get("account", "connauth"),
             sales_rows=[tuple(r) for r in rows] if rows is not None else list(DEFAULT_SALES),
             seed_big_rows=int(d.get("seed_big_rows", 0)),
-            session_validity=int(d.get("session_validity", 3600)),
-            master_validity=int(d.get("master_validity", 14400)),
+            session_validity=float(d.get("session_validity", 3600)),
+            master_validity=float(d.get("master_validity", 14400)),
         )
 
 
@@ -563,6 +567,7 @@ class ConnAuthApp:
         self.debug = False
         self.telemetry = 0
         self.results = ResultStore(ChunkSettings())
+        self.tokens = SessionTokens(config.session_validity, config.master_validity)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -581,13 +586,24 @@ class ConnAuthApp:
             resp = JSONResponse(
                 {
                     "logins": self.logins,
+                    "sessions_opened": self.logins,
                     "failed_logins": self.failed_logins,
                     "active_sessions": len(self.sessions),
                     "queries": self.queries,
+                    "statements": self.queries,
+                    **self.tokens.stats(),
                     **self.results.stats(),
                 }
             )
             return await resp(scope, receive, send)
+        if path == "/session/token-request" and method == "POST":
+            resp = await self.token_request(Request(scope, receive))
+            return await resp(scope, receive, send)
+        if path in _SESSION_PATHS or path.startswith("/monitoring/"):
+            refused = self.tokens.check(_session_token(scope))
+            if refused is not None:  # before anything runs: the driver renews, sends again
+                await _read_body(receive)
+                return await _error_response(refused, authn=None)(scope, receive, send)
         if path == "/telemetry/send" and method == "POST":
             # the connector posts client telemetry after queries; accept and drop it
             await _read_body(receive)
@@ -602,7 +618,10 @@ class ConnAuthApp:
             if resp is not None:
                 return await resp(scope, receive, send)
             self.queries += 1
-            return await self.query_with_chunks(scope, _replay(body, receive), send)
+            try:
+                return await self.query_with_chunks(scope, _replay(body, receive), send)
+            finally:
+                self.tokens.touch(_session_token(scope))  # a long query is activity
         if path.startswith("/__results__/") and method == "GET":
             headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
             status, out, blob = self.results.serve(path, scope.get("query_string", b""), headers)
@@ -612,6 +631,7 @@ class ConnAuthApp:
             req = Request(scope, receive)
             if req.query_params.get("delete"):
                 self.sessions.pop(_session_token(scope) or "", None)
+                self.tokens.forget(_session_token(scope) or "")
         return await self.inner(scope, receive, send)
 
     # ---- results: large ones as chunk URLs (sf_results.py)
@@ -687,10 +707,10 @@ class ConnAuthApp:
         self.logins += 1
 
         d = payload["data"]
-        d["masterToken"] = "master-" + secrets.token_urlsafe(32)
-        d["validityInSeconds"] = self.config.session_validity
-        d["masterValidityInSeconds"] = self.config.master_validity
         d["sessionId"] = next(self._session_ids)
+        d["masterToken"] = self.tokens.login(token, d["sessionId"])
+        d["validityInSeconds"] = _seconds(self.config.session_validity)
+        d["masterValidityInSeconds"] = _seconds(self.config.master_validity)
         d["idToken"] = None
         d["healthCheckInterval"] = 45
         d["newClientForUpgrade"] = None
@@ -699,6 +719,44 @@ class ConnAuthApp:
         d["sessionInfo"].update({"roleName": info.role, "warehouseName": None})
         d["parameters"].append({"name": "TIMEZONE", "value": "Etc/UTC"})
         return JSONResponse(payload)
+
+    async def token_request(self, request: Request) -> JSONResponse:
+        """``/session/token-request`` RENEW with the master token (``sf_sessions.py``)."""
+        body = await request.body()
+        raw = gzip.decompress(body) if request.headers.get("Content-Encoding") == "gzip" else body
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = {}
+        if data.get("requestType", "RENEW") != "RENEW":
+            return _error_response(("390111", "Unsupported token request type."), authn=None)
+        outcome = self.tokens.renew(_session_token(request.scope))
+        if len(outcome) == 2:
+            return _error_response(outcome, authn=None)
+        old, new, tokens = outcome
+        # the session (DuckDB connection, identity) moves to the new token; the old is void
+        conn = fakesnow.server.sessions.pop(old, None)
+        if conn is not None:
+            fakesnow.server.sessions[new] = conn
+        info = self.sessions.pop(old, None)
+        if info is not None:
+            self.sessions[new] = info
+        left = _seconds(tokens.master_expires - time.time())
+        return JSONResponse(
+            {
+                "data": {
+                    "sessionToken": new,
+                    "validityInSecondsST": _seconds(self.config.session_validity),
+                    "masterToken": tokens.master,
+                    "validityInSecondsMT": left,
+                    "masterValidityInSeconds": left,
+                    "sessionId": tokens.session_id,
+                },
+                "code": None,
+                "message": None,
+                "success": True,
+            }
+        )
 
     @staticmethod
     def bind_session(conn: Any, info: SessionInfo) -> None:
@@ -748,6 +806,17 @@ class ConnAuthApp:
         return None
 
 
+def _seconds(value: float) -> int:
+    """Validity as the drivers parse it: whole seconds (sf_core wants an unsigned int)."""
+    return max(0, round(value))
+
+
+#: Requests made with the session token (checked for its validity first).
+_SESSION_PATHS = frozenset(
+    ("/queries/v1/query-request", "/queries/v1/abort-request", "/session", "/session/heartbeat")
+)
+
+
 def _session_token(scope: dict) -> str | None:
     for k, v in scope["headers"]:
         if k.lower() == b"authorization":
@@ -789,7 +858,9 @@ def _drop_params(qs: bytes, names: set[str]) -> bytes:
     return urlencode([(k, v) for k, v in parse_qsl(qs.decode()) if k not in names]).encode()
 
 
-def _error_response(err: tuple[str, str], authn: str = "OAUTH", status: int = 200) -> JSONResponse:
+def _error_response(
+    err: tuple[str, str], authn: str | None = "OAUTH", status: int = 200
+) -> JSONResponse:
     code, message = err
     return JSONResponse(
         {
