@@ -1,7 +1,8 @@
 """First run only: the local Snowflake and BigQuery servers' own environments.
 
-``python -m demo.prepare LOG``: prints one line per environment it has to build (none on
-later runs) and sends pip's output to LOG.
+``python3 -m demo.prepare LOG`` (stdlib only: scripts/demo runs it beside the main
+install): two lines per environment it has to build (none on later runs), pip's output
+in LOG.
 """
 
 from __future__ import annotations
@@ -30,15 +31,15 @@ def main(log: Path) -> int:
         os.dup2(out.fileno(), 1)
         os.dup2(out.fileno(), 2)
     for name, build in todo:
-        print(f"\033[1m== First run: the local {name} environment\033[0m", file=terminal, end="")
-        terminal.flush()
+        label = f"\033[1m== First run: the local {name} environment\033[0m"
+        print(f"{label} … (log: {log})", file=terminal, flush=True)
         t0 = time.monotonic()
         try:
             build()
         except Exception as e:  # a failed pip: name the log
-            print(f"\njupyter-connauth demo: {name}: {e}; see {log}", file=terminal)
+            print(f"jupyter-connauth demo: {name}: {e}; see {log}", file=terminal, flush=True)
             return 1
-        print(f": done in {time.monotonic() - t0:.0f} s", file=terminal, flush=True)
+        print(f"{label}: done in {time.monotonic() - t0:.0f}s", file=terminal, flush=True)
     return 0
 
 

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from demo.state import REPO, WORK, clean_notebook, fresh_start
@@ -61,7 +62,7 @@ def start_warehouses(
     exchange at the IdP (no popup); Snowflake and BigQuery still ask for consent.
     """
     jwks = idp.discovery()["jwks_uri"]
-    say("Starting Snowflake (local)")
+    say("Starting Snowflake, Databricks SQL and BigQuery (local)")
     sf = SnowflakeServer(
         {
             "issuer": idp.issuer,
@@ -74,9 +75,7 @@ def start_warehouses(
             },
             "sales_rows": [[r, float(a), o.upper()] for r, a, o in SALES],
         }
-    ).start()
-    stack.callback(sf.stop)
-    say("Starting Databricks SQL (local)")
+    )
     dbx = DatabricksServer(
         {
             "issuer": idp.issuer,
@@ -85,9 +84,7 @@ def start_warehouses(
             "users": {email(u): {"name": u.title()} for u in USERS},
             "sales_rows": [[r, a, email(o)] for r, a, o in SALES],
         }
-    ).start()
-    stack.callback(dbx.stop)
-    say("Starting BigQuery (local)")
+    )
     bq = BigQueryServer(
         {
             "project": "demo-project",
@@ -96,9 +93,15 @@ def start_warehouses(
             "audience": BQ,
             "users": {email(u): ["demo"] for u in USERS},
         }
-    ).start()
-    stack.callback(bq.stop)
-    databricks_auth: dict[str, Any] = {"scopes": "sql offline_access"}
+    )
+    for server in (sf, dbx, bq):
+        stack.callback(server.stop)
+    with ThreadPoolExecutor(3) as pool:  # each waits for its process: start them at once
+        for started in [pool.submit(server.start) for server in (sf, dbx, bq)]:
+            started.result()
+    # The template scopes (what the sidebar's form proposes): the resource indicator
+    # picks the warehouse's audience at the IdP.
+    databricks_auth: dict[str, Any] = {}
     if passthrough:
         databricks_auth = {"auth": "token-exchange", "scopes": "sql"}
     return {
