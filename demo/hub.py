@@ -21,13 +21,14 @@ from demo.stack import (
     WORK,
     announce_fresh_start,
     crypt_key,
+    jupyter_path,
     say,
     say_ready,
     start_idp,
     start_warehouses,
     wait_for_ctrl_c,
 )
-from demo.state import NOTEBOOK
+from demo.state import LAB_SETTINGS, NOTEBOOK
 from tests.hub.hub_fixture import CHP, TestHub, service_config
 from tests.idp_fixture import TestIdP, free_port
 
@@ -46,9 +47,14 @@ def clean_quickstart(spawner):
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "quickstart.ipynb").exists():
         shutil.copyfile({notebook!r}, home / "quickstart.ipynb")
+    for name, text in {lab_settings!r}.items():  # no news prompt: the demo is offline
+        path = home / ".jupyter" / "lab" / "user-settings" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
 
 
 c.Spawner.pre_spawn_hook = clean_quickstart
+c.Spawner.environment["JUPYTER_PATH"] = {jupyter_path!r}
 """
 
 
@@ -85,6 +91,8 @@ def start_hub_demo(stack: contextlib.ExitStack, port: int = 0) -> HubDemo:
         "scope": ["openid", "email"],
     }
     extra = HUB_CONFIG.replace("{notebook!r}", repr(str(NOTEBOOK)))
+    extra = extra.replace("{jupyter_path!r}", repr(jupyter_path()))
+    extra = extra.replace("{lab_settings!r}", repr(LAB_SETTINGS))
     extra += "".join(f"c.GenericOAuthenticator.{k} = {v!r}\n" for k, v in login.items())
     hub_dir = WORK / "hub"
     hub = TestHub(

@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from demo.state import REPO, WORK, clean_notebook, fresh_start
+from demo.state import REPO, WORK, clean_notebook, fresh_start, quiet_lab
 
 sys.path.insert(0, str(REPO))
 
@@ -181,6 +181,7 @@ def start_jupyter(
     )
     work = WORK / "notebooks"
     clean_notebook(work)
+    quiet_lab(config_dir)
     env = {
         **os.environ,
         "JUPYTER_CONFIG_DIR": str(config_dir),
@@ -189,6 +190,7 @@ def start_jupyter(
         "JUPYTER_CONNAUTH_CRYPT_KEY": crypt_key(),
         "JUPYTER_CONNAUTH_CLIENT_SECRET": idp.client_secret or "",
         "JUPYTER_PLATFORM_DIRS": "1",
+        "JUPYTER_PATH": jupyter_path(),
     }
     cmd = [
         sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}",
@@ -230,6 +232,16 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(5)
+
+
+def jupyter_path() -> str:
+    """A data dir whose labextensions/jupyter-connauth is this checkout's build: the
+    demo's servers show this checkout's sidebar whatever the venv links to."""
+    link = WORK / "jupyter-path" / "labextensions" / "jupyter-connauth"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.is_symlink():
+        link.symlink_to(REPO / "jupyter_connauth" / "labextension")
+    return str(link.parent.parent)
 
 
 def start_idp(redirect_uris: list[str], stack: contextlib.ExitStack) -> TestIdP:

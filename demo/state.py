@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-WORK = REPO / ".cache" / "demo"
+# $CONNAUTH_DEMO_DIR: another place (the browser test's demo runs beside a user's own).
+WORK = Path(os.environ.get("CONNAUTH_DEMO_DIR") or REPO / ".cache" / "demo")
 NOTEBOOK = REPO / "notebooks" / "quickstart.ipynb"
 # What an earlier run leaves that this run cannot use (see the module's docstring).
 STALE = ("data", "hub", "notebooks", "jupyter-runtime")
@@ -56,6 +57,22 @@ def fresh_start(work: Path = WORK) -> bool:
             shutil.rmtree(work / name)
             dropped = True
     return dropped
+
+
+# JupyterLab's "Would you like to get notified about official Jupyter news?": not offline.
+LAB_SETTINGS = {
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": (
+        '{"fetchNews": "false", "checkForUpdates": false}'
+    )
+}
+
+
+def quiet_lab(config_dir: Path) -> None:
+    """JupyterLab user settings (in ``config_dir``) for an offline demo."""
+    for name, text in LAB_SETTINGS.items():
+        path = config_dir / "lab" / "user-settings" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
 
 
 def clean_notebook(folder: Path) -> Path:
