@@ -1,3 +1,3 @@
-from demo.stack import main
+from demo.cli import main
 
 raise SystemExit(main())

@@ -10,7 +10,8 @@ import httpx2
 import nbformat
 from nbclient import NotebookClient
 
-from demo.stack import REPO, USERS, WORK, email, say
+from demo.stack import USERS, WORK, email, say
+from demo.state import NOTEBOOK
 from tests.idp_fixture import headless_login
 
 
@@ -56,35 +57,49 @@ def outputs_text(nb: Any) -> list[tuple[str, str]]:
     return out
 
 
+def judge(login: str, nb: Any) -> list[str]:
+    """Prints what ``login`` saw in the executed quickstart; returns the failures."""
+    other = next(u for u in USERS if u != login)
+    failures: list[str] = []
+    for source, text in outputs_text(nb):
+        first = source.splitlines()[0] if source else ""
+        if "ERROR" in text:
+            failures.append(f"{login}: {first}: {text.strip()[:300]}")
+        query = first.startswith("%%sql_connector") and "--no-wait" not in first
+        whoami = first.startswith("%sql_connector whoami")
+        if query or whoami:
+            print(f"\n--- {login}: {first}\n{text.strip()}", flush=True)
+            if login not in text.lower():
+                failures.append(f"{login}: {first}: own identity/rows missing")
+            if other in text.lower():
+                failures.append(f"{login}: {first}: saw {other}'s rows")
+        if first.startswith("%%sql_connector snowflake --no-wait") and "Authorize" not in text:
+            failures.append(f"{login}: the balloon did not come back after revoke")
+    print(f"\n{login}: {'ok' if not failures else 'FAILED'} ({email(login)})", flush=True)
+    return failures
+
+
+def verdict(failures: list[str], where: str) -> int:
+    if failures:
+        print("\nCHECK FAILED:\n  " + "\n  ".join(failures), file=sys.stderr)
+        return 1
+    print(
+        f"\nCHECK OK: {where}, each user saw only their own rows and identity in "
+        "Snowflake, Databricks and BigQuery."
+    )
+    return 0
+
+
 def run_check(base: str, token: str, kernel_secret: str, connections: list[str]) -> int:
     os.environ["JUPYTER_CONNAUTH_URL"] = f"{base}connauth/api/"
     os.environ["JUPYTER_CONNAUTH_TOKEN"] = kernel_secret
     failures: list[str] = []
     for login in USERS:
-        other = next(u for u in USERS if u != login)
         say(f"As {login}: signing in headlessly, then running the quickstart")
         sign_in(base, token, connections, login)
-        nb = nbformat.read(REPO / "notebooks" / "quickstart.ipynb", as_version=4)
+        nb = nbformat.read(NOTEBOOK, as_version=4)
         NotebookClient(
             nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(WORK)}}
         ).execute()
-        for source, text in outputs_text(nb):
-            first = source.splitlines()[0] if source else ""
-            if "ERROR" in text:
-                failures.append(f"{login}: {first}: {text.strip()[:300]}")
-            query = first.startswith("%%sql_connector") and "--no-wait" not in first
-            whoami = first.startswith("%sql_connector whoami")
-            if query or whoami:
-                print(f"\n--- {login}: {first}\n{text.strip()}", flush=True)
-                if login not in text.lower():
-                    failures.append(f"{login}: {first}: own identity/rows missing")
-                if other in text.lower():
-                    failures.append(f"{login}: {first}: saw {other}'s rows")
-            if first.startswith("%%sql_connector snowflake --no-wait") and "Authorize" not in text:
-                failures.append(f"{login}: the balloon did not come back after revoke")
-        print(f"\n{login}: {'ok' if not failures else 'FAILED'} ({email(login)})", flush=True)
-    if failures:
-        print("\nCHECK FAILED:\n  " + "\n  ".join(failures), file=sys.stderr)
-        return 1
-    print("\nCHECK OK: each user saw only their own rows in Snowflake, Databricks and BigQuery.")
-    return 0
+        failures += judge(login, nb)
+    return verdict(failures, "on one JupyterLab, one user after the other")

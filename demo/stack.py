@@ -1,4 +1,5 @@
-"""The demo stack: an OpenID provider, three warehouses and JupyterLab, on loopback.
+"""The demo stack: an OpenID provider and three warehouses on loopback, and the
+single-user mode (``--single-user``: one JupyterLab). demo/hub.py runs the hub mode.
 
 ``bash scripts/demo`` starts it and waits for Ctrl-C, which stops every process it
 started. ``--check`` signs in headlessly as alice, then bob, runs the quickstart
@@ -12,15 +13,15 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from demo.state import REPO, WORK, clean_notebook, fresh_start, quiet_lab
+
 sys.path.insert(0, str(REPO))
 
 import httpx2
@@ -31,7 +32,6 @@ from tests.servers.bigquery.fixture import BigQueryServer
 from tests.servers.databricks.fixture import DatabricksServer
 from tests.servers.snowflake.fixture import SnowflakeServer
 
-WORK = REPO / ".cache" / "demo"
 RUNNING: list[subprocess.Popen[bytes]] = []
 USERS = ("alice", "bob")
 SF, DBX, BQ = "https://snowflake.local", "https://databricks.local", "https://bigquery.local"
@@ -53,9 +53,16 @@ def email(login: str) -> str:
     return f"{login}@example.com"
 
 
-def start_warehouses(idp: TestIdP, stack: contextlib.ExitStack) -> dict[str, Any]:
+def start_warehouses(
+    idp: TestIdP, stack: contextlib.ExitStack, *, passthrough: bool = False
+) -> dict[str, Any]:
+    """The three warehouses, trusting ``idp``; returns the connections for them.
+
+    ``passthrough``: Databricks takes the hub login's token through RFC 8693 token
+    exchange at the IdP (no popup); Snowflake and BigQuery still ask for consent.
+    """
     jwks = idp.discovery()["jwks_uri"]
-    say("Starting Snowflake (local)")
+    say("Starting Snowflake, Databricks SQL and BigQuery (local)")
     sf = SnowflakeServer(
         {
             "issuer": idp.issuer,
@@ -68,9 +75,7 @@ def start_warehouses(idp: TestIdP, stack: contextlib.ExitStack) -> dict[str, Any
             },
             "sales_rows": [[r, float(a), o.upper()] for r, a, o in SALES],
         }
-    ).start()
-    stack.callback(sf.stop)
-    say("Starting Databricks SQL (local)")
+    )
     dbx = DatabricksServer(
         {
             "issuer": idp.issuer,
@@ -79,9 +84,7 @@ def start_warehouses(idp: TestIdP, stack: contextlib.ExitStack) -> dict[str, Any
             "users": {email(u): {"name": u.title()} for u in USERS},
             "sales_rows": [[r, a, email(o)] for r, a, o in SALES],
         }
-    ).start()
-    stack.callback(dbx.stop)
-    say("Starting BigQuery (local)")
+    )
     bq = BigQueryServer(
         {
             "project": "demo-project",
@@ -90,8 +93,17 @@ def start_warehouses(idp: TestIdP, stack: contextlib.ExitStack) -> dict[str, Any
             "audience": BQ,
             "users": {email(u): ["demo"] for u in USERS},
         }
-    ).start()
-    stack.callback(bq.stop)
+    )
+    for server in (sf, dbx, bq):
+        stack.callback(server.stop)
+    with ThreadPoolExecutor(3) as pool:  # each waits for its process: start them at once
+        for started in [pool.submit(server.start) for server in (sf, dbx, bq)]:
+            started.result()
+    # The template scopes (what the sidebar's form proposes): the resource indicator
+    # picks the warehouse's audience at the IdP.
+    databricks_auth: dict[str, Any] = {}
+    if passthrough:
+        databricks_auth = {"auth": "token-exchange", "scopes": "sql"}
     return {
         "snowflake": {
             "connector": "snowflake",
@@ -113,7 +125,7 @@ def start_warehouses(idp: TestIdP, stack: contextlib.ExitStack) -> dict[str, Any
             "connector": "databricks",
             "server_hostname": f"{dbx.host}:{dbx.port}",
             "http_path": dbx.http_path,
-            "scopes": "sql offline_access",
+            **databricks_auth,
             "resource": DBX,
             "description": "local Databricks SQL warehouse, token federation",
             "driver_options": {
@@ -168,9 +180,8 @@ def start_jupyter(
         )
     )
     work = WORK / "notebooks"
-    work.mkdir(parents=True, exist_ok=True)
-    if not (work / "quickstart.ipynb").exists():
-        shutil.copy(REPO / "notebooks" / "quickstart.ipynb", work / "quickstart.ipynb")
+    clean_notebook(work)
+    quiet_lab(config_dir)
     env = {
         **os.environ,
         "JUPYTER_CONFIG_DIR": str(config_dir),
@@ -179,6 +190,7 @@ def start_jupyter(
         "JUPYTER_CONNAUTH_CRYPT_KEY": crypt_key(),
         "JUPYTER_CONNAUTH_CLIENT_SECRET": idp.client_secret or "",
         "JUPYTER_PLATFORM_DIRS": "1",
+        "JUPYTER_PATH": jupyter_path(),
     }
     cmd = [
         sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}",
@@ -222,55 +234,69 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(5)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scripts/demo", description=__doc__)
-    parser.add_argument("--check", action="store_true", help="run the quickstart headlessly")
-    parser.add_argument("--port", type=int, default=0, help="JupyterLab's port (default: free)")
-    args = parser.parse_args(argv)
-    WORK.mkdir(parents=True, exist_ok=True)
-    if args.port and not port_is_free(args.port):
-        print(
-            f"jupyter-connauth demo: port {args.port} is in use. Choose another with --port, "
-            "or leave --port out to get a free one.",
-            file=sys.stderr,
+def jupyter_path() -> str:
+    """A data dir whose labextensions/jupyter-connauth is this checkout's build: the
+    demo's servers show this checkout's sidebar whatever the venv links to."""
+    link = WORK / "jupyter-path" / "labextensions" / "jupyter-connauth"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.is_symlink():
+        link.symlink_to(REPO / "jupyter_connauth" / "labextension")
+    return str(link.parent.parent)
+
+
+def start_idp(redirect_uris: list[str], stack: contextlib.ExitStack) -> TestIdP:
+    say("Starting the OpenID provider (oidc-provider)")
+    idp = TestIdP(
+        workdir=WORK / "idp",
+        resources={
+            SF: {"audience": SF, "scopes": ["session:role-any"]},
+            DBX: {"audience": DBX, "scopes": ["sql"]},
+            BQ: {"audience": BQ, "scopes": [BQ_SCOPE]},
+        },
+        clients=[default_client(redirect_uris)],
+        access_token_ttl=3600,
+    )
+    idp.start()
+    stack.callback(idp.close)
+    return idp
+
+
+def announce_fresh_start() -> None:
+    if fresh_start():
+        say(
+            "Fresh start: the previous run's authorizations and notebooks were dropped "
+            "(the demo's IdP keeps no grants across runs)"
         )
-        return 2
-    port = args.port or free_port()
+
+
+def say_ready() -> None:
+    """How long since ``bash scripts/demo`` started (installs included)."""
+    started = float(os.environ.get("CONNAUTH_DEMO_STARTED") or 0)
+    if started:
+        say(f"Ready in {time.time() - started:.1f} s")
+
+
+def wait_for_ctrl_c(what: str) -> None:
+    """Until Ctrl-C, or until one of the demo's processes exits."""
+    for sig in (signal.SIGINT, signal.SIGTERM):  # even when started with SIGINT ignored
+        signal.signal(sig, signal.default_int_handler)
     try:
-        return run(args, port)
-    except (OSError, RuntimeError) as e:
-        print(f"jupyter-connauth demo: could not start: {e}", file=sys.stderr)
-        return 1
+        while all(p.poll() is None for p in RUNNING):
+            time.sleep(1)
+        print(f"{what} stopped; stopping the rest.", file=sys.stderr)
+    except KeyboardInterrupt:
+        pass
+    say("Stopping every process the demo started")
 
 
-def port_is_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def run(args: argparse.Namespace, port: int) -> int:
+def run_single_user(args: argparse.Namespace) -> int:
+    port = args.port or free_port()
     with contextlib.ExitStack() as stack:
-        say("Starting the OpenID provider (oidc-provider)")
-        idp = TestIdP(
-            workdir=WORK / "idp",
-            resources={
-                SF: {"audience": SF, "scopes": ["session:role-any"]},
-                DBX: {"audience": DBX, "scopes": ["sql"]},
-                BQ: {"audience": BQ, "scopes": [BQ_SCOPE]},
-            },
-            clients=[default_client([f"http://127.0.0.1:{port}/oauth/connector/callback"])],
-            access_token_ttl=3600,
-        )
-        idp.start()
-        stack.callback(idp.close)
+        announce_fresh_start()
+        idp = start_idp([f"http://127.0.0.1:{port}/oauth/connector/callback"], stack)
         connections = start_warehouses(idp, stack)
         base, token, kernel_secret = start_jupyter(port, idp, connections, stack)
+        say_ready()
         if args.check:
             from demo.check import run_check
 
@@ -283,13 +309,5 @@ def run(args: argparse.Namespace, port: int) -> int:
             "  Ctrl-C stops everything.\n",
             flush=True,
         )
-        for sig in (signal.SIGINT, signal.SIGTERM):  # even when started with SIGINT ignored
-            signal.signal(sig, signal.default_int_handler)
-        try:
-            while all(p.poll() is None for p in RUNNING):
-                time.sleep(1)
-            print("JupyterLab stopped; stopping the rest.", file=sys.stderr)
-        except KeyboardInterrupt:
-            pass
-        say("Stopping every process the demo started")
+        wait_for_ctrl_c("JupyterLab")
     return 0

@@ -1,5 +1,6 @@
 /** "Add connection…" and "Edit": connector, its parameters, auth, scopes; Test and Save. */
 
+import { Dialog, showDialog } from '@jupyterlab/apputils';
 import * as React from 'react';
 
 import { Controller } from './controller';
@@ -73,6 +74,10 @@ export function ConnectionForm(props: IFormProps): JSX.Element {
   const [result, setResult] = React.useState<{ tone: string; text: string } | null>(null);
   const [saved, setSaved] = React.useState<string | null>(existing?.name ?? null);
   const waitingRetest = React.useRef(false);
+  // The form as last saved: Test runs on what is saved, so it saves first only when
+  // there is something to save (and says so on the button).
+  const savedForm = React.useRef<IFormState | null>(existing ? s : null);
+  const dirty = !saved || JSON.stringify(savedForm.current) !== JSON.stringify(s);
 
   const template = defaultScopes(s.connector, flavour, s.auth, templates);
   const scopes = s.scopesTouched ? s.scopes : (template ?? []).join(' ');
@@ -165,6 +170,9 @@ export function ConnectionForm(props: IFormProps): JSX.Element {
       if (s.keyFile) {
         await model.api.uploadPrivateKey(name, s.keyFile.pem);
         set({ keyFile: null });
+        savedForm.current = { ...s, keyFile: null };
+      } else {
+        savedForm.current = s;
       }
     } catch (err) {
       const e = ApiError.from(err);
@@ -194,7 +202,7 @@ export function ConnectionForm(props: IFormProps): JSX.Element {
     }
   }
 
-  // Test = save, then a trivial query; the popup must open within this click.
+  // Test = (save if changed, then) a trivial query; the popup must open within this click.
   const onTest = () => {
     const wouldConsent =
       !PASS_THROUGH.includes(s.auth) &&
@@ -202,6 +210,10 @@ export function ConnectionForm(props: IFormProps): JSX.Element {
     const popupNow = wouldConsent && validate();
     // Open now, within the click; it is pointed at the IdP when the URL arrives.
     const placeholder = popupNow ? openPopup() : null;
+    if (!dirty && saved) {
+      void runTest(saved, placeholder);
+      return;
+    }
     setBusy('save');
     void save().then(name => {
       setBusy(null);
@@ -403,8 +415,13 @@ export function ConnectionForm(props: IFormProps): JSX.Element {
             type="button"
             className="jp-Button jp-mod-styled jp-mod-warn jp-ConnAuth-delete"
             disabled={busy !== null}
-            onClick={() => {
-              if (!window.confirm(`Delete the connection "${existing.name}" for every user?`)) {
+            onClick={async () => {
+              const answer = await showDialog({
+                title: `Delete "${existing.name}"?`,
+                body: 'The connection and every user\'s token for it are deleted.',
+                buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Delete' })]
+              });
+              if (!answer.button.accept) {
                 return;
               }
               setBusy('delete');
@@ -429,9 +446,13 @@ export function ConnectionForm(props: IFormProps): JSX.Element {
           className="jp-Button jp-mod-styled"
           disabled={busy !== null}
           onClick={onTest}
-          title="Save, then run a trivial query (the consent popup opens when needed)"
+          title={
+            dirty
+              ? 'Save the connection, then run a trivial query (the consent popup opens when needed)'
+              : 'Run a trivial query (the consent popup opens when needed)'
+          }
         >
-          {busy === 'test' ? 'Testing…' : 'Test'}
+          {busy === 'test' ? 'Testing…' : dirty ? 'Save and test' : 'Test'}
         </button>
         <button type="submit" className="jp-Button jp-mod-styled jp-mod-accept" disabled={busy !== null}>
           {busy === 'save' ? 'Saving…' : 'Save'}

@@ -35,7 +35,10 @@ export function statusLine(c: IConnectionStatus, now: Date = new Date()): IStatu
     return { tone: 'ok', text: `Authorized${who}${until}` };
   }
   if (c.status === 'consent_required') {
-    const why = c.reason_text || c.reason;
+    // The broker words it for the admin-defined case; a connection this user may edit
+    // (their own, or theirs to administer) was changed in its settings, maybe by them.
+    const own = c.reason === 'scopes_changed' && c.editable;
+    const why = own ? "the connection's scopes or auth were changed in its settings" : c.reason_text || c.reason;
     return { tone: 'warn', text: why ? `Consent needed: ${why}` : 'Consent needed' };
   }
   return { tone: 'error', text: c.message || c.error || 'error', fix: c.fix };

@@ -28,6 +28,7 @@ export namespace CommandIDs {
 }
 
 const PANEL_ID = 'jp-connauth-connections';
+const STATUS_POLL_MS = 5000;
 const FOCUS_REFRESH_MS = 2000;
 
 const plugin: JupyterFrontEndPlugin<void> = {
@@ -51,6 +52,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
     restorer?.add(panel, 'connauth-connections');
 
     void model.refresh();
+    // What another tab or a kernel (a magic's consent or revoke) changed shows by itself
+    // while the panel is open: one small GET every few seconds, none when hidden.
+    model.pollStatuses(STATUS_POLL_MS, () => !document.hidden && panel.isVisible);
 
     // The callback page tells its opener (this window) how the flow ended.
     window.addEventListener('message', event => {

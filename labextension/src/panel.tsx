@@ -8,6 +8,7 @@ import {
   refreshIcon,
   ReactWidget
 } from '@jupyterlab/ui-components';
+import type { Message } from '@lumino/messaging'; // a type only (of @lumino/widgets)
 import * as React from 'react';
 
 import { Controller } from './controller';
@@ -234,6 +235,12 @@ export class ConnectionsPanel extends ReactWidget {
   constructor(readonly controller: Controller) {
     super();
     this.addClass('jp-ConnAuth-panel');
+  }
+
+  /** Shown again: what changed meanwhile (a notebook's revoke) shows at once. */
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    void this.controller.model.refresh();
   }
 
   render(): JSX.Element {

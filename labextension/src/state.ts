@@ -24,6 +24,21 @@ export interface INote {
   tone: Tone;
   text: string;
   fix?: string | null;
+  /** What the connection was (status, identity, definition) when the note was shown:
+   * set by the first refresh after it, and the note goes once that changes. */
+  basis?: string;
+}
+
+/** What a note about a connection depends on: not the token's expiry, which refreshes. */
+export function noteBasis(c: IConnectionStatus | undefined): string {
+  if (!c) {
+    return '';
+  }
+  const { expires_at, refreshable, ...rest } = c;
+  void expires_at;
+  void refreshable;
+  const fields = rest as Record<string, unknown>;
+  return JSON.stringify(Object.keys(fields).sort().map(k => [k, fields[k]]));
 }
 
 export interface IWatchedFlow {
@@ -65,6 +80,7 @@ export class ConnectionsModel {
   private readonly trees = new Map<string, BrowseTree>();
   private readonly pollHandles = new Map<string, unknown>();
   private refreshing: Promise<void> | null = null;
+  private statusPoll: unknown = undefined;
 
   constructor(
     readonly api: IBrokerApi,
@@ -98,11 +114,51 @@ export class ConnectionsModel {
       this.connections = connections;
       this.error = null;
       this.loaded = true;
+      this.dropStaleNotes();
     } catch (err) {
       this.error = ApiError.from(err);
     } finally {
       this.loading = false;
       this.changed.emit();
+    }
+  }
+
+  /**
+   * A note stays while its connection is what it was when the note was shown: an edit,
+   * another identity, a revoke or consent elsewhere (another tab, a notebook) drops it.
+   */
+  private dropStaleNotes(): void {
+    for (const [name, note] of [...this.notes]) {
+      const basis = noteBasis(this.get(name));
+      if (!basis) {
+        this.notes.delete(name);
+      } else if (note.basis === undefined) {
+        note.basis = basis;
+      } else if (note.basis !== basis) {
+        this.notes.delete(name);
+      }
+    }
+  }
+
+  /**
+   * Refresh every ``everyMs`` while ``active()`` (the panel shown, the page visible):
+   * what another tab or a kernel changed shows without a click. One small GET each.
+   */
+  pollStatuses(everyMs: number, active: () => boolean): void {
+    const tick = () => {
+      this.statusPoll = this.timers.setTimeout(() => {
+        const run = active() && !this.refreshing ? this.refresh() : Promise.resolve();
+        void run.finally(tick);
+      }, everyMs);
+    };
+    this.stopStatusPoll();
+    tick();
+  }
+
+  private stopStatusPoll(): void {
+    if (this.statusPoll !== undefined) {
+      this.timers.clearTimeout(this.statusPoll);
+      this.statusPoll = undefined;
     }
   }
 
@@ -126,9 +182,12 @@ export class ConnectionsModel {
     return this.trees.has(name);
   }
 
-  setNote(name: string, note: INote | null): void {
+  /** ``afterRefresh``: the note is about a change the next refresh shows (a finished
+   * consent), so it is tied to what that refresh sees, not to the current status. */
+  setNote(name: string, note: INote | null, afterRefresh = false): void {
     if (note) {
-      this.notes.set(name, note);
+      const basis = afterRefresh ? undefined : noteBasis(this.get(name));
+      this.notes.set(name, { ...note, basis });
     } else {
       this.notes.delete(name);
     }
@@ -144,7 +203,12 @@ export class ConnectionsModel {
       return await fn();
     } catch (err) {
       const e = ApiError.from(err);
-      this.notes.set(name, { tone: 'error', text: e.message, fix: e.fix });
+      this.notes.set(name, {
+        tone: 'error',
+        text: e.message,
+        fix: e.fix,
+        basis: noteBasis(this.get(name))
+      });
       return undefined;
     } finally {
       this.busy.delete(name);
@@ -176,10 +240,11 @@ export class ConnectionsModel {
     }
     if (answer.status === 'ok') {
       const who = answer.whoami && (answer.whoami.user ?? answer.whoami.email);
-      this.setNote(name, {
-        tone: 'ok',
-        text: `Test OK in ${answer.elapsed.toFixed(2)} s${who ? ` as ${String(who)}` : ''}`
-      });
+      this.setNote(
+        name,
+        { tone: 'ok', text: `Test OK in ${answer.elapsed.toFixed(2)} s${who ? ` as ${String(who)}` : ''}` },
+        true
+      );
       await this.refresh();
     } else {
       this.watchFlow(answer.flow_id, name); // the status line already says why
@@ -259,10 +324,11 @@ export class ConnectionsModel {
     this.stopWatching(watched.flowId);
     this.lastFlow.set(watched.connection, flow);
     if (flow.status === 'complete') {
-      this.setNote(watched.connection, {
-        tone: 'ok',
-        text: `Authorized${flow.identity ? ` as ${flow.identity}` : ''}`
-      });
+      this.setNote(
+        watched.connection,
+        { tone: 'ok', text: `Authorized${flow.identity ? ` as ${flow.identity}` : ''}` },
+        true
+      );
     } else {
       this.setNote(watched.connection, {
         tone: 'error',
@@ -323,6 +389,7 @@ export class ConnectionsModel {
   }
 
   dispose(): void {
+    this.stopStatusPoll();
     for (const id of [...this.flows.keys()]) {
       this.stopWatching(id);
     }

@@ -144,7 +144,8 @@ export function TreeView(props: { tree: BrowseTree }): JSX.Element {
         <input
           className="jp-ConnAuth-filter jp-mod-styled"
           type="search"
-          placeholder="Filter loaded names"
+          placeholder="Filter"
+          title="Filter the names loaded so far"
           aria-label={`Filter ${tree.connection}`}
           defaultValue={tree.filter}
           onChange={e => tree.setFilter(e.currentTarget.value)}

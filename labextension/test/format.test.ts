@@ -73,3 +73,17 @@ test('qualified names per dialect', () => {
     '%%sql_connector sales\nSELECT * FROM main.sales.orders LIMIT 100'
   );
 });
+
+test("a scope change of a connection the user may edit is not blamed on an admin", () => {
+  const changed = {
+    name: 'x',
+    status: 'consent_required' as const,
+    reason: 'scopes_changed',
+    reason_text: "the admin changed the connection's scopes"
+  };
+  assert.equal(statusLine(changed).text, "Consent needed: the admin changed the connection's scopes");
+  assert.equal(
+    statusLine({ ...changed, editable: true }).text,
+    "Consent needed: the connection's scopes or auth were changed in its settings"
+  );
+});

@@ -270,9 +270,66 @@ test('errors of actions become notes with the fix and clear the busy flag', asyn
   await model.refresh();
   await model.revoke('sales');
   assert.equal(model.busy.size, 0);
-  assert.deepEqual(model.notes.get('sales'), {
+  const { tone, text, fix } = model.notes.get('sales')!;
+  assert.deepEqual({ tone, text, fix }, {
     tone: 'error',
     text: 'The IdP is down',
     fix: 'try again later'
   });
+});
+
+test("a note goes once its connection changes: an edit, another identity, a revoke elsewhere", async () => {
+  const api = fakeApi();
+  api.test = async () => {
+    throw new ApiError('unreachable', 'Cannot reach the warehouse at h:443', 'check server_hostname', 502);
+  };
+  api.statuses[0] = { ...api.statuses[0], params: { server_hostname: 'h:443' } };
+  const model = new ConnectionsModel(api);
+  await model.refresh();
+  await model.test('sales');
+  assert.match(model.notes.get('sales')!.text, /Cannot reach/);
+  await model.refresh(); // nothing changed: the note stays
+  assert.ok(model.notes.get('sales'));
+  api.statuses[0] = { ...api.statuses[0], params: { server_hostname: 'fixed:443' } }; // the edit
+  await model.refresh();
+  assert.equal(model.notes.get('sales'), undefined);
+});
+
+test('"Test OK as alice" goes when the status names bob; the token\'s expiry alone keeps it', async () => {
+  const api = fakeApi();
+  const timers = new FakeTimers();
+  const model = new ConnectionsModel(api, { timers });
+  await model.refresh();
+  await model.test('sales');
+  complete(api, 'flow1');
+  await timers.advance(1500);
+  assert.match(model.notes.get('sales')!.text, /Authorized as alice/); // kept by its refresh
+  await model.test('sales');
+  assert.match(model.notes.get('sales')!.text, /Test OK .* as alice@example.com/);
+  api.statuses[0] = { ...api.statuses[0], expires_at: 2_000_000_000 };
+  await model.refresh();
+  assert.ok(model.notes.get('sales'));
+  api.statuses[0] = { ...api.statuses[0], authorized_as: 'bob@example.com' };
+  await model.refresh();
+  assert.equal(model.notes.get('sales'), undefined);
+});
+
+test('statuses are polled while active, so a change elsewhere shows by itself', async () => {
+  const api = fakeApi();
+  const timers = new FakeTimers();
+  const model = new ConnectionsModel(api, { timers });
+  let active = false;
+  await model.refresh();
+  model.pollStatuses(5000, () => active);
+  const before = api.calls.filter(c => c === 'connections').length;
+  await timers.advance(5000);
+  assert.equal(api.calls.filter(c => c === 'connections').length, before); // hidden: no GET
+  active = true;
+  api.statuses[0] = { ...api.statuses[0], status: 'authorized', authorized_as: 'alice@example.com' };
+  await timers.advance(5000);
+  assert.equal(model.get('sales')?.status, 'authorized');
+  model.dispose();
+  const after = api.calls.length;
+  await timers.advance(20000);
+  assert.equal(api.calls.length, after);
 });

@@ -82,11 +82,12 @@ class TestHub:
         service_env: dict[str, str],
         authenticator: str = "dummy",
         extra_config: str = "",
+        port: int | None = None,
     ) -> None:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "home").mkdir(exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self.public_url = f"http://127.0.0.1:{self.port}/"
         self.service_url = f"{self.public_url}services/connauth/"
         self.callback_url = f"{self.service_url}oauth/connector/callback"

@@ -37,11 +37,15 @@ def _digest() -> str:
     return hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
 
 
+def is_ready(env_dir: Path = DEFAULT_ENV) -> bool:
+    stamp = env_dir / STAMP
+    return _python(env_dir).exists() and stamp.exists() and stamp.read_text().strip() == _digest()
+
+
 def ensure(env_dir: Path, *, quiet: bool = False) -> Path:
     py = _python(env_dir)
-    stamp = env_dir / STAMP
     want = _digest()
-    if py.exists() and stamp.exists() and stamp.read_text().strip() == want:
+    if is_ready(env_dir):
         return py
     # Serialize concurrent creators (e.g. two pytest sessions).
     env_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -54,7 +58,7 @@ def ensure(env_dir: Path, *, quiet: bool = False) -> Path:
             fcntl.flock(fd, fcntl.LOCK_EX)
         except ImportError:  # pragma: no cover - Windows
             pass
-        if py.exists() and stamp.exists() and stamp.read_text().strip() == want:
+        if is_ready(env_dir):
             return py
         t0 = time.perf_counter()
         if env_dir.exists():
@@ -64,7 +68,7 @@ def ensure(env_dir: Path, *, quiet: bool = False) -> Path:
         if quiet:
             cmd.append("-q")
         subprocess.run([*cmd, "-r", str(REQUIREMENTS)], check=True)
-        stamp.write_text(want + "\n")
+        (env_dir / STAMP).write_text(want + "\n")
         if not quiet:
             print(
                 f"bqemulator env ready at {env_dir} in {time.perf_counter() - t0:.1f}s",

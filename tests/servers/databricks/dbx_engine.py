@@ -10,6 +10,7 @@ read-only into every session.
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -318,7 +319,8 @@ class Engine:
         except EngineError as e:
             o.finish(ERROR, error=str(e), sql_state=e.sql_state)
         except duckdb.Error as e:
-            o.finish(ERROR, error=_databricks_message(e), sql_state="42000")
+            message, state = _databricks_error(e, o.sql)
+            o.finish(ERROR, error=message, sql_state=state)
         except Exception as e:  # pragma: no cover - a bug in the test server
             o.finish(ERROR, error=f"INTERNAL_ERROR: {type(e).__name__}: {e}", sql_state="XX000")
 
@@ -366,7 +368,8 @@ class Engine:
                 table = getattr(self, "_meta_" + kind.lower())(s, **kw)
             o.finish(FINISHED, table)
         except duckdb.Error as e:
-            o.finish(ERROR, error=_databricks_message(e), sql_state="42000")
+            message, state = _databricks_error(e)
+            o.finish(ERROR, error=message, sql_state=state)
         return o
 
     # ------------------------------------------------------------ metadata SQL
@@ -577,13 +580,46 @@ def _modified_rows(sql: str, table: pa.Table) -> int | None:
     return int(table.column(0)[0].as_py())
 
 
-def _databricks_message(e: duckdb.Error) -> str:
+_NOT_FOUND = re.compile(r'Table with name "?([^"\s!]+)"? does not exist')
+_PART = r'(?:`[^`]+`|"[^"]+"|[A-Za-z_][\w$]*)'
+
+
+def _databricks_error(e: duckdb.Error, sql: str = "") -> tuple[str, str]:
+    """(message, SQLSTATE) as Databricks words them, naming what the user wrote: never
+    the DuckDB alias of a catalog (``dbx_main``) nor DuckDB's "Did you mean" guesses.
+
+    TABLE_OR_VIEW_NOT_FOUND, SQLSTATE 42P01: "The table or view <relationName> cannot be
+    found. ..." (docs.databricks.com/error-messages/table-or-view-not-found-error-class).
+    """
     msg = str(e)
+    missing = _NOT_FOUND.search(msg)
+    if isinstance(e, duckdb.CatalogException) and missing:
+        name = _as_written(sql, missing.group(1)) or missing.group(1)
+        return (
+            f"[TABLE_OR_VIEW_NOT_FOUND] The table or view {name} cannot be found. Verify the "
+            "spelling and correctness of the schema and catalog.\nIf you did not qualify the "
+            "name with a schema, verify the current_schema() output, or qualify the name with "
+            "the correct schema and catalog.\nTo tolerate the error on drop use DROP VIEW IF "
+            "EXISTS or DROP TABLE IF EXISTS. SQLSTATE: 42P01",
+            "42P01",
+        )
+    for duck, catalog in dbx_sql.REVERSE_ALIASES.items():
+        msg = re.sub(rf"\b{duck}\b", catalog, msg)
     if isinstance(e, duckdb.CatalogException) and "does not exist" in msg:
-        return f"[TABLE_OR_VIEW_NOT_FOUND] {msg}"
+        return f"[TABLE_OR_VIEW_NOT_FOUND] {msg}", "42P01"
     if isinstance(e, duckdb.ParserException):
-        return f"[PARSE_SYNTAX_ERROR] {msg}"
-    return msg
+        return f"[PARSE_SYNTAX_ERROR] {msg}", "42601"
+    return msg, "42000"
+
+
+def _as_written(sql: str, name: str) -> str | None:
+    """The (qualified) relation in ``sql`` whose last part is ``name``, back-quoted by part."""
+    last = re.escape(name.split(".")[-1])
+    found = re.search(rf"((?:{_PART}\s*\.\s*){{0,2}}(?:`{last}`|\"{last}\"|\b{last}\b))", sql, re.I)
+    if not found:
+        return None
+    parts = re.findall(_PART, found.group(1))
+    return ".".join("`" + p.strip('`"') + "`" for p in parts)
 
 
 # --------------------------------------------------------------------------- seed

@@ -306,8 +306,17 @@ def test_cancel_running_query(server: DatabricksServer, idp: _Idp) -> None:
 
 def test_query_errors_are_server_operation_errors(server: DatabricksServer, idp: _Idp) -> None:
     with _connect(server, idp.token("alice@example.com")) as conn, conn.cursor() as cur:
-        with pytest.raises(exc.ServerOperationError, match="TABLE_OR_VIEW_NOT_FOUND"):
+        with pytest.raises(exc.ServerOperationError, match="TABLE_OR_VIEW_NOT_FOUND") as info:
             cur.execute("SELECT * FROM main.demo.nope")
+        # What the user wrote, as Databricks names it; never the local alias dbx_main.
+        assert "The table or view `main`.`demo`.`nope` cannot be found" in str(info.value)
+        assert "SQLSTATE: 42P01" in str(info.value)
+        with pytest.raises(exc.ServerOperationError) as info:
+            cur.execute("SELECT region FROM demo.Nope")
+        assert "`demo`.`Nope` cannot be found" in str(info.value)
+        with pytest.raises(exc.ServerOperationError) as info:
+            cur.execute("SELECT nope FROM main.demo.sales")
+        assert "dbx_main" not in str(info.value)
 
 
 def test_plain_http_transport_and_stats(idp: _Idp) -> None:

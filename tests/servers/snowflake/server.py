@@ -73,6 +73,7 @@ ERR_USER_MISMATCH = (
 ERR_AUTHENTICATOR = ("390102", "Authenticator is not supported for this account.")
 
 HIDDEN_SCHEMA = "_CONNAUTH_PRIVATE"
+PRIVATE_CATALOG = "_fs_global"  # fakesnow's own catalog: in no listing
 DEFAULT_BLOCKED_ROLES = ["ACCOUNTADMIN", "ORGADMIN", "SECURITYADMIN"]
 
 DEFAULT_SALES = [
@@ -499,20 +500,23 @@ def seed(config: Config) -> None:
     )  # creates database + schema like a login would
     duck = conn._duck_conn
     db, sch = config.database, config.schema
-    duck.execute(f"CREATE SCHEMA IF NOT EXISTS {db}.{HIDDEN_SCHEMA}")
+    # The base table lives in fakesnow's internal catalog, which SHOW DATABASES / SCHEMAS
+    # and every INFORMATION_SCHEMA leave out: as in Snowflake, where INFORMATION_SCHEMA
+    # "displays only objects for which the current role has been granted access privileges"
+    # (docs.snowflake.com/en/sql-reference/info-schema), an analyst never sees it listed.
+    hidden = f"{PRIVATE_CATALOG}.{HIDDEN_SCHEMA}"
+    duck.execute(f"CREATE SCHEMA IF NOT EXISTS {hidden}")
     duck.execute(
-        f"CREATE OR REPLACE TABLE {db}.{HIDDEN_SCHEMA}.SALES_BASE "
+        f"CREATE OR REPLACE TABLE {hidden}.SALES_BASE "
         "(REGION VARCHAR, AMOUNT DECIMAL(12,2), OWNER VARCHAR)"
     )
     if config.sales_rows:
-        duck.executemany(
-            f"INSERT INTO {db}.{HIDDEN_SCHEMA}.SALES_BASE VALUES (?, ?, ?)", config.sales_rows
-        )
+        duck.executemany(f"INSERT INTO {hidden}.SALES_BASE VALUES (?, ?, ?)", config.sales_rows)
     # The row access policy: CURRENT_USER() resolves to the session's temp macro (see bind_session);
     # a connection without one (the seeding connection) gets DuckDB's built-in, matching no owner.
     duck.execute(
         f"CREATE OR REPLACE VIEW {db}.{sch}.SALES AS "
-        f"SELECT REGION, AMOUNT, OWNER FROM {db}.{HIDDEN_SCHEMA}.SALES_BASE "
+        f"SELECT REGION, AMOUNT, OWNER FROM {hidden}.SALES_BASE "
         "WHERE OWNER = current_user()"
     )
     if config.seed_big_rows > 0:
@@ -540,7 +544,7 @@ def seed(config: Config) -> None:
 # the ASGI wrapper
 
 
-_GUARD_HIDDEN = re.compile(r"_connauth_private|sales_base", re.I)
+_GUARD_HIDDEN = re.compile(r"_connauth_private|sales_base|_fs_global", re.I)
 _GUARD_DUCK = re.compile(
     r"\b(macro|getvariable|set\s+variable)\b|^\s*(attach|detach|pragma|load|install|force\s+install)\b",
     re.I,

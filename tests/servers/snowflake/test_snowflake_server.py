@@ -242,6 +242,29 @@ def test_hidden_base_table_and_identity_functions_cannot_be_bypassed(
         assert cur.execute("SELECT CURRENT_USER(), COUNT(*) FROM sales").fetchone() == ("BOB", 2)
 
 
+def test_the_hidden_base_table_is_in_no_listing(sf: SnowflakeServer, idp: Issuer) -> None:
+    """What the sidebar's browse tree asks: an analyst's listings show the SALES view
+    only, never the policy's base table or its schema (which a real Snowflake role
+    without privileges on them would not see either)."""
+    with connect(sf, idp.token("alice@example.com")) as conn, conn.cursor() as cur:
+        databases = [r[1] for r in cur.execute("SHOW TERSE DATABASES").fetchall()]
+        schemas = cur.execute(
+            "SELECT schema_name FROM CONNAUTH.information_schema.schemata"
+        ).fetchall()
+        tables = cur.execute("SELECT table_schema, table_name FROM information_schema.tables")
+        listed = [databases, schemas, tables.fetchall()]
+        listed.append(cur.execute("SHOW TERSE SCHEMAS IN DATABASE CONNAUTH").fetchall())
+        objects = cur.execute("SHOW TERSE OBJECTS IN SCHEMA CONNAUTH.PUBLIC").fetchall()
+        listed.append(objects)
+        columns = cur.execute("SELECT table_schema, table_name FROM information_schema.columns")
+        listed.append(columns.fetchall())
+    text = str(listed).upper()
+    assert "CONNAUTH" in databases and ("PUBLIC",) in schemas
+    assert "SALES" in str(objects).upper()
+    assert "_CONNAUTH_PRIVATE" not in text and "SALES_BASE" not in text
+    assert "_FS_GLOBAL" not in text
+
+
 def test_role_from_connection_and_use_role(
     sf: SnowflakeServer, idp: Issuer, broker: Issuer
 ) -> None:
