@@ -34,10 +34,12 @@ from ..core.errors import (
 from ..core.flavours import Flavour, detect_flavour
 from ..core.redact import remember
 from ..core.tokens import REASON_TEXT, Flow, StoredToken, TokenRecord
+from ..oauth.google_sts import GoogleToken
 from .config import ConnAuth
+from .federation import Federation, grant_expiry
 from .fixes import fix_for
 from .flows import ConsentFlows, FlowStart
-from .idp import IdPClient, OAuthProtocolError
+from .idp import IdPClient, OAuthProtocolError, TokenResponse
 from .jwt_mint import JWTMinter, jwt_subject, signing_refusal
 from .passthrough import Exchanger
 from .principal import Principal
@@ -91,7 +93,8 @@ class TokenGrant:
             "warning": self.warning,
             "grant": self.grant,
         }
-        out.update((k, v) for k, v in self.extra.items() if k not in ("email", "claims"))
+        private = ("email", "claims", "id_token")
+        out.update((k, v) for k, v in self.extra.items() if k not in private)
         return out
 
 
@@ -149,6 +152,12 @@ class Broker:
         self._store_io = ThreadPoolExecutor(4, thread_name_prefix="connauth-store")
         self._holder = f"{socket.gethostname()[:32]}:{os.getpid()}"
         self.exchanger = Exchanger(self.idp, config.refresh_leeway)
+        self.federation = Federation(
+            config.refresh_leeway,
+            config.http_timeout,
+            transport,
+            leeway_fraction=config.refresh_leeway_fraction,
+        )
         self.minter = JWTMinter(config.jwt_issuer, self._stored_private_key)
 
     def set_redirect_uri(self, uri: str) -> None:
@@ -159,6 +168,7 @@ class Broker:
 
     async def aclose(self) -> None:
         await self.idp.aclose()
+        await self.federation.aclose()
         self._store_io.shutdown(wait=True)
         self.store.close()
 
@@ -189,10 +199,18 @@ class Broker:
         try:
             if spec.auth == "oauth-jwt":
                 return await self._mint(spec, result)
-            exchanged = await self.exchanger.exchange(user, spec, result.access_token)
+            exchanged: TokenResponse | GoogleToken
+            if spec.federated:  # BigQuery through Workforce Identity Federation
+                id_token = result.extra.get("id_token")
+                exchanged = await self.federation.exchange(
+                    user, spec, result.access_token, id_token
+                )
+            else:
+                exchanged = await self.exchanger.exchange(user, spec, result.access_token)
         except SubjectRejected:
             self.store.drop_token(user, name, "grant_revoked")
             self.exchanger.forget(user, name)
+            self.federation.forget(user, name)
             return await self.flows.start(
                 user, spec, "grant_revoked", expected_email=expected_email
             )
@@ -323,6 +341,7 @@ class Broker:
                 "kind": "oauth",
                 "email": record.identity.get("email"),
                 "claims": record.identity,  # the JWT subject's source; never sent
+                "id_token": record.id_token,  # a federation subject; never sent
             },
             grant=record.grant_id,
         )
@@ -410,10 +429,12 @@ class Broker:
             )
         except IdPUnavailable as e:
             return self._refresh_failed(spec, old, e)
+        id_token = resp.id_token or old.id_token
         record = dataclasses.replace(
             old,
             access_token=resp.access_token,
-            expires_at=resp.expires_at,
+            expires_at=grant_expiry(spec, resp.expires_at, id_token),
+            id_token=id_token,
             refresh_token=resp.refresh_token or old.refresh_token,
             token_type=resp.token_type,
             scope=resp.scope or old.scope,
@@ -504,6 +525,7 @@ class Broker:
             record = stored.record
             self.store.drop_token(user, name, "revoked")
             self.exchanger.forget(user, name)
+            self.federation.forget(user, name)
             if self.config_error is None:
                 try:
                     if record.refresh_token:

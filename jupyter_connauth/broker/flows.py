@@ -19,6 +19,7 @@ from ..core.errors import FlowError, IdPUnavailable, ScopeMismatch
 from ..core.scopes import missing_scopes
 from ..core.tokens import REASON_TEXT, Flow, TokenRecord
 from .account import add_userinfo, check_expected_email, check_same_account, identity_from_claims
+from .federation import grant_expiry
 from .fixes import fix_for
 from .idp import IdPClient, OAuthProtocolError
 from .store import TokenStore
@@ -328,7 +329,8 @@ class ConsentFlows:
             )
         record = TokenRecord(
             access_token=resp.access_token,
-            expires_at=resp.expires_at,
+            expires_at=grant_expiry(spec, resp.expires_at, resp.id_token),
+            id_token=resp.id_token,
             refresh_token=resp.refresh_token,
             token_type=resp.token_type,
             scope=resp.scope,

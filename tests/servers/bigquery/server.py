@@ -280,7 +280,7 @@ class TokenVerifier:
         assert self.cfg.sts_tokeninfo_url is not None
         url = f"{self.cfg.sts_tokeninfo_url}?{urllib.parse.urlencode({'access_token': token})}"
         try:
-            with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - local STS
+            with urllib.request.urlopen(url, timeout=10) as resp:
                 info = json.loads(resp.read())
         except Exception as exc:
             return None, f"STS tokeninfo failed: {type(exc).__name__}"
@@ -288,7 +288,9 @@ class TokenVerifier:
             return None, "not an access token minted by the STS (or expired)"
         if self.cfg.required_scopes:
             granted = set(str(info.get("scope") or "").split())
-            if not granted & ({"https://www.googleapis.com/auth/cloud-platform"} | set(self.cfg.required_scopes)):
+            if not granted & (
+                {"https://www.googleapis.com/auth/cloud-platform"} | set(self.cfg.required_scopes)
+            ):
                 return None, f"token lacks scopes {self.cfg.required_scopes}"
         attrs = info.get("attributes") or {}
         email = str(attrs.get("attribute.email") or info.get("subject") or "").lower()

@@ -1,9 +1,9 @@
 """Start/stop the local Google STS (server.py) from the project's venv.
 
-    sts = STSServer({"providers": {PROVIDER: {"issuer": idp.issuer, "client_id": ...,
-                     "attribute_mapping": {"google.subject": "assertion.email"}}}}).start()
-    sts.token_url            # http://127.0.0.1:PORT/v1/token
-    sts.stats(), sts.reset_stats(), sts.set_provider(PROVIDER, {...}), sts.stop()
+sts = STSServer({"providers": {PROVIDER: {"issuer": idp.issuer, "client_id": ...,
+                 "attribute_mapping": {"google.subject": "assertion.email"}}}}).start()
+sts.token_url            # http://127.0.0.1:PORT/v1/token
+sts.stats(), sts.reset_stats(), sts.set_provider(PROVIDER, {...}), sts.stop()
 """
 
 from __future__ import annotations
@@ -48,8 +48,14 @@ class STSServer:
         self.log_path = tmp / "server.log"
         with open(self.log_path, "wb") as log:
             self._proc = subprocess.Popen(
-                [sys.executable, str(SERVER_PY), "--config", str(cfg_path)]
-                + ["--parent-pid", str(os.getpid())],
+                [
+                    sys.executable,
+                    str(SERVER_PY),
+                    "--config",
+                    str(cfg_path),
+                    "--parent-pid",
+                    str(os.getpid()),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -96,9 +102,11 @@ class STSServer:
 
     def _call(self, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"{self.endpoint}{path}", data=data, method="POST" if data is not None else "GET")
+        req = urllib.request.Request(
+            f"{self.endpoint}{path}", data=data, method="POST" if data is not None else "GET"
+        )
         req.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - local test server
+        with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())
 
     def stats(self) -> dict[str, Any]:

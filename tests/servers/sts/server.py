@@ -133,7 +133,9 @@ class State:
             "issuer": p["issuer"],
             "client_id": p["client_id"],
             "jwks_url": p.get("jwks_url"),
-            "attribute_mapping": dict(p.get("attribute_mapping") or {"google.subject": "assertion.sub"}),
+            "attribute_mapping": dict(
+                p.get("attribute_mapping") or {"google.subject": "assertion.sub"}
+            ),
             "attribute_condition": p.get("attribute_condition"),
             "disabled": bool(p.get("disabled", False)),
         }
@@ -142,7 +144,7 @@ class State:
         url = provider["jwks_url"]
         if not url:
             disc = provider["issuer"].rstrip("/") + "/.well-known/openid-configuration"
-            with urllib.request.urlopen(disc, timeout=10) as resp:  # noqa: S310 - test server
+            with urllib.request.urlopen(disc, timeout=10) as resp:
                 url = json.loads(resp.read())["jwks_uri"]
             provider["jwks_url"] = url
         if url not in self.jwks:
@@ -266,7 +268,7 @@ class State:
 def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, fmt: str, *args: Any) -> None:
-            sys.stdout.write("%s %s\n" % (self.command, urlsplit(self.path).path))
+            sys.stdout.write(f"{self.command} {urlsplit(self.path).path}\n")
             sys.stdout.flush()
 
         def _json(self, status: int, body: Any) -> None:
@@ -282,7 +284,7 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
             n = int(self.headers.get("Content-Length") or 0)
             return self.headers.get("Content-Type", ""), self.rfile.read(n)
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             url = urlsplit(self.path)
             if url.path == "/__test__/stats":
                 with state.lock:
@@ -292,7 +294,7 @@ def make_handler(state: State) -> type[BaseHTTPRequestHandler]:
                 return self._json(200, state.tokeninfo(token))
             self._json(404, {"error": {"code": 404, "status": "NOT_FOUND"}})
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             url = urlsplit(self.path)
             ctype, raw = self._body()
             if url.path == "/__test__/reset":
@@ -347,7 +349,9 @@ def main() -> None:
     with open(args.config, encoding="utf-8") as f:
         cfg = json.load(f)
     state = State(cfg)
-    server = ThreadingHTTPServer((cfg.get("host", "127.0.0.1"), int(cfg.get("port", 0))), make_handler(state))
+    server = ThreadingHTTPServer(
+        (cfg.get("host", "127.0.0.1"), int(cfg.get("port", 0))), make_handler(state)
+    )
     server.daemon_threads = True
     if args.parent_pid:
 

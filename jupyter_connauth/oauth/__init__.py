@@ -1,0 +1,1 @@
+"""OAuth and token-exchange clients that need no Jupyter (IdPs, Google STS)."""
