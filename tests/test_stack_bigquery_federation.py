@@ -48,12 +48,13 @@ def sts(idp: TestIdP) -> Iterator[STSServer]:
 
 @pytest.fixture
 def bigquery(sts: STSServer) -> Iterator[BigQueryServer]:
-    pool = f"principalSet://iam.googleapis.com/locations/global/workforcePools/{POOL}/*"
+    principal = f"principal://iam.googleapis.com/locations/global/workforcePools/{POOL}/subject"
     srv = BigQueryServer(
         {
             "project": PROJECT,
             "sts_tokeninfo_url": f"{sts.endpoint}/__test__/tokeninfo",
-            "users": {pool: ["demo"]},
+            # IAM bindings for two workforce principals; carol has none
+            "users": {f"{principal}/alice": ["demo"], f"{principal}/bob": ["demo"]},
         }
     )
     srv.start()
@@ -156,3 +157,19 @@ async def test_idp_token_is_refused_by_federated_bigquery(bigquery, idp, redirec
     with pytest.raises(RefreshError):  # google-auth's answer to a 401 it cannot refresh
         await asyncio.to_thread(lambda: list(client.query("SELECT 1").result()))
     assert bigquery.stats()["unauthenticated"] >= 1
+
+
+async def test_principal_without_iam_binding_is_told_the_member(
+    broker, jp_serverapp, consent_as_other_user
+):
+    from jupyter_connauth.core.errors import AccessDenied
+
+    carol = await broker.token("carol", "bq")
+    assert "Authorized as" in await consent_as_other_user(carol.authorize_url, "carol")
+    warehouse = jp_serverapp.web_app.settings["connauth_warehouse"]
+    with pytest.raises(AccessDenied) as e:
+        await warehouse.call("carol", "bq", "query_arrow", "SELECT owner FROM demo.sales")
+    assert "bigquery.jobs.create" in e.value.message
+    assert "principal://iam.googleapis.com/locations/global/workforcePools/POOL" in (
+        e.value.fix or ""
+    )
