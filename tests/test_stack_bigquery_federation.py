@@ -49,19 +49,14 @@ def sts(idp: TestIdP) -> Iterator[STSServer]:
 @pytest.fixture
 def bigquery(sts: STSServer) -> Iterator[BigQueryServer]:
     principal = f"principal://iam.googleapis.com/locations/global/workforcePools/{POOL}/subject"
-    srv = BigQueryServer(
-        {
-            "project": PROJECT,
-            "sts_tokeninfo_url": f"{sts.endpoint}/__test__/tokeninfo",
-            # IAM bindings for two workforce principals; carol has none
-            "users": {f"{principal}/alice": ["demo"], f"{principal}/bob": ["demo"]},
-        }
-    )
-    srv.start()
-    try:
+    config = {
+        "project": PROJECT,
+        "sts_tokeninfo_url": f"{sts.endpoint}/__test__/tokeninfo",
+        # IAM bindings for two workforce principals; carol has none
+        "users": {f"{principal}/alice": ["demo"], f"{principal}/bob": ["demo"]},
+    }
+    with BigQueryServer(config) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture
@@ -120,24 +115,27 @@ async def test_federated_query_as_each_user(
     assert bigquery.stats()["unauthenticated"] == 0
 
 
+async def _token_error(jp_fetch: Any) -> dict[str, Any]:
+    """The token API's error answer for the connection."""
+    with pytest.raises(HTTPClientError) as e:
+        await api(jp_fetch, "connections", "bq", "token", method="POST")
+    assert e.value.response is not None
+    body: dict[str, Any] = json.loads(e.value.response.body)
+    return body
+
+
 async def test_sts_refusal_names_the_fix(jp_fetch, consent, sts, idp):
     sts.set_provider(PROVIDER, _provider(idp, attribute_condition="'admins' in assertion.groups"))
     answer = await api(jp_fetch, "connections", "bq", "token", method="POST")
     await consent(answer["authorize_url"], "alice")
-    with pytest.raises(HTTPClientError) as e:
-        await api(jp_fetch, "connections", "bq", "token", method="POST")
-    assert e.value.response is not None
-    body = json.loads(e.value.response.body)
+    body = await _token_error(jp_fetch)
     assert body["error"] == "sts_unauthorized_client"
     assert "rejected by the attribute condition" in body["message"]
     assert "--attribute-condition" in body["fix"]
     assert f"--workforce-pool={POOL}" in body["fix"]
 
     sts.set_provider(PROVIDER, _provider(idp, client_id="some-other-app"))
-    with pytest.raises(HTTPClientError) as e:
-        await api(jp_fetch, "connections", "bq", "token", method="POST")
-    assert e.value.response is not None
-    body = json.loads(e.value.response.body)
+    body = await _token_error(jp_fetch)
     assert body["error"] == "sts_invalid_grant"
     assert "--client-id" in body["fix"]
 
