@@ -429,7 +429,7 @@ class Broker:
             )
         except IdPUnavailable as e:
             return self._refresh_failed(spec, old, e)
-        id_token = resp.id_token or old.id_token
+        id_token = (resp.id_token or old.id_token) if spec.federated else None
         record = dataclasses.replace(
             old,
             access_token=resp.access_token,

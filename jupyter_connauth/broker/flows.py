@@ -330,7 +330,7 @@ class ConsentFlows:
         record = TokenRecord(
             access_token=resp.access_token,
             expires_at=grant_expiry(spec, resp.expires_at, resp.id_token),
-            id_token=resp.id_token,
+            id_token=resp.id_token if spec.federated else None,  # kept only as a subject
             refresh_token=resp.refresh_token,
             token_type=resp.token_type,
             scope=resp.scope,
