@@ -171,3 +171,14 @@ async def test_principal_without_iam_binding_is_told_the_member(
     assert "principal://iam.googleapis.com/locations/global/workforcePools/POOL" in (
         e.value.fix or ""
     )
+
+
+async def test_doctor_names_the_provider_settings_and_the_iam_member(jp_fetch, idp):
+    doctor = await api(jp_fetch, "connections", "bq", "doctor")
+    checks = {c["check"]: c for c in doctor["checks"]}
+    provider = checks["workforce pool provider"]
+    assert PROVIDER in provider["detail"]
+    assert f"--issuer-uri={idp.issuer}" in provider["fix"]
+    assert f"--client-id={idp.client_id}" in provider["fix"]
+    iam = checks["IAM for the workforce"]
+    assert f"workforcePools/{POOL}/*" in iam["fix"]

@@ -19,7 +19,7 @@ import httpx2
 
 from ..core.connections import ConnectionSpec
 from ..core.errors import SubjectRejected
-from ..oauth.google_sts import ID_TOKEN_TYPE, STS_URL, GoogleToken, exchange
+from ..oauth.google_sts import ID_TOKEN_TYPE, STS_URL, GoogleToken, exchange, pool_and_provider
 
 
 def subject_token_type(spec: ConnectionSpec) -> str:
@@ -109,3 +109,37 @@ class Federation:
             now + lifetime - min(self.leeway, self.leeway_fraction * lifetime),
         )
         return token
+
+
+def federation_checks(
+    spec: ConnectionSpec, meta: dict[str, Any], client_id: str
+) -> list[tuple[str, bool | None, str, str | None]]:
+    """What ``doctor`` says about a federated connection: (check, ok, detail, fix)."""
+    provider = str(spec.extra["workforce_pool_provider"])
+    pool, name = pool_and_provider(provider)
+    kind = subject_token_type(spec)
+    audience = (
+        f"--client-id={client_id} (the ID token's audience)"
+        if kind == ID_TOKEN_TYPE
+        else "--client-id = the audience of the IdP token it exchanges"
+    )
+    issuer = meta.get("issuer") or "the IdP's issuer"
+    return [
+        (
+            "workforce pool provider",
+            None,
+            f"{provider}; the broker exchanges the user's {kind.rsplit(':', 1)[-1]} at "
+            f"{spec.extra.get('sts_url') or STS_URL} for {' '.join(spec.scopes)}",
+            f"the provider needs --issuer-uri={issuer} and {audience} "
+            f"(gcloud iam workforce-pools providers describe {name} --workforce-pool={pool} "
+            "--location=global)",
+        ),
+        (
+            "IAM for the workforce",
+            None,
+            "BigQuery sees the principal principal://iam.googleapis.com/locations/global/"
+            f"workforcePools/{pool}/subject/<google.subject>",
+            "grant roles/bigquery.jobUser and roles/bigquery.dataViewer to principalSet://"
+            f"iam.googleapis.com/locations/global/workforcePools/{pool}/* (or per principal)",
+        ),
+    ]
