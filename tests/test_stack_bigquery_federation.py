@@ -40,6 +40,12 @@ def _provider(idp: TestIdP, **changes: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
+def idp_config() -> dict[str, Any]:
+    # ID tokens (the STS subject) live 10 s: the broker must refresh the grant before
+    return {"id_token_ttl": 10}
+
+
+@pytest.fixture
 def sts(idp: TestIdP) -> Iterator[STSServer]:
     # Google tokens live 1 h; 10 s here, so the re-exchange before expiry is seen
     with STSServer({"providers": {PROVIDER: _provider(idp)}, "token_ttl": 10}) as server:
@@ -101,9 +107,13 @@ async def test_federated_query_as_each_user(
     exchanges = sts.stats()["exchanges"]
     await api(jp_fetch, "connections", "bq", "token", method="POST")
     assert sts.stats()["exchanges"] == exchanges, "the Google token is reused until it expires"
+    refreshes = idp.token_requests("refresh_token")
     await asyncio.sleep(5.2)  # past min(leeway, half the lifetime) before expiry
     again = await api(jp_fetch, "connections", "bq", "token", method="POST")
     assert sts.stats()["exchanges"] == exchanges + 1, "exchanged again before it expires"
+    # the subject was renewed before its ID token expired, and that is what STS got
+    assert idp.token_requests("refresh_token") > refreshes
+    assert sts.stats()["errors"] == {}
     assert again["access_token"] != answer["access_token"]
     assert again["expires_at"] > answer["expires_at"]
 

@@ -273,7 +273,7 @@ const configuration = {
   ttl: {
     AccessToken: () => runtime.access_token_ttl,
     AuthorizationCode: 60,
-    IdToken: 3600,
+    IdToken: Number(cfg.id_token_ttl ?? 3600),
     Grant: 14 * 24 * 3600,
     Interaction: 3600,
     Session: 14 * 24 * 3600,
