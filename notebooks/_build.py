@@ -357,8 +357,8 @@ def bigquery() -> list[Cell]:
                     ),
                     (
                         "Entra ID, Okta, Keycloak",
-                        "Workforce Identity Federation (A5): Google trusts your IdP; read the "
-                        "status note there first",
+                        "Workforce Identity Federation (A5): Google trusts your IdP; the "
+                        "broker exchanges the user's sign-in at Google STS for a Google token",
                     ),
                 ],
             ),
@@ -389,7 +389,16 @@ def bigquery() -> list[Cell]:
                 ("flavour", "default scopes"),
                 [
                     ("OIDC (Google)", "`https://www.googleapis.com/auth/bigquery`"),
-                    ("Azure", "`https://bigquery.googleapis.com/.default offline_access`"),
+                    (
+                        "Azure, Okta, Keycloak (federation, A5)",
+                        "consent: `openid email offline_access` (`subject_scopes`); "
+                        "asked of Google STS: `https://www.googleapis.com/auth/bigquery`",
+                    ),
+                    (
+                        "Azure without federation",
+                        "`https://bigquery.googleapis.com/.default offline_access`: an Entra "
+                        "token BigQuery does not accept; use A5",
+                    ),
                 ],
             ),
             offline_access_note(google=True),
@@ -466,31 +475,72 @@ def bigquery() -> list[Cell]:
             ## A5. Other IdPs: Workforce Identity Federation
 
             Google accepts tokens from Entra ID, Okta or Keycloak only through Workforce
-            Identity Federation: a workforce pool with an OIDC provider for your IdP, and
-            IAM roles granted to the pool's principals instead of Google accounts. For
-            example:
+            Identity Federation: Google's Security Token Service (STS) exchanges the user's
+            IdP token for a Google access token of a *workforce principal*, and IAM roles
+            are granted to those principals instead of Google accounts. The broker does the
+            exchange (RFC 8693 at `sts.googleapis.com`, with the user's ID token by default)
+            and hands the kernel the Google token, exchanging again before it expires.
+
+            **1. The pool** (once per organization; Workforce Identity Pool Admin):
 
             ```bash
             gcloud iam workforce-pools create acme-pool \\
-                --organization=<org-id> --location=global
-            gcloud iam workforce-pools providers create-oidc acme-idp \\
-                --workforce-pool=acme-pool --location=global \\
-                --issuer-uri="<the IdP's issuer>" --client-id="<the Jupyter app's client id>" \\
-                --attribute-mapping="google.subject=assertion.email"
-            # plus the web-SSO flags Google's workforce guide gives for your IdP
+                --organization=<org-id> --location=global \\
+                --display-name="ACME workforce"
             ```
 
-            Grant the A3 roles to
-            `principalSet://iam.googleapis.com/locations/global/workforcePools/acme-pool/*`
-            (all users of the pool) or to
-            `principal://iam.googleapis.com/locations/global/workforcePools/acme-pool/subject/alice@example.com`.
+            **2. The provider** for your IdP. Its issuer is the IdP's `issuer` exactly as in
+            the discovery document (Entra: `https://login.microsoftonline.com/<tenant-id>/v2.0`),
+            and its client ID the Jupyter app's `client_id` (the `aud` of the ID token the
+            broker exchanges). Map `google.subject` to a claim every token has; the
+            attribute condition is optional and admits only tokens it accepts:
 
-            **Status:** the federated token comes from Google's Security Token Service
-            (`sts.googleapis.com`), which exchanges the IdP's token for a Google one. This
-            version of jupyter-connauth sends the IdP's access token to BigQuery as it is,
-            and its `token-exchange` mode exchanges at the configured IdP, not at Google's
-            STS; so this path does not work end to end yet. Until it does, sign users in
-            with Google for BigQuery connections.
+            ```bash
+            gcloud iam workforce-pools providers create-oidc acme-idp \\
+                --workforce-pool=acme-pool --location=global \\
+                --issuer-uri="<the IdP's issuer>" \\
+                --client-id="<the Jupyter app's client id>" \\
+                --attribute-mapping="google.subject=assertion.sub,\\
+            attribute.email=assertion.email" \\
+                --attribute-condition="assertion.email_verified == true" \\
+                --web-sso-response-type=id-token \\
+                --web-sso-assertion-claims-behavior=only-id-token-claims
+            ```
+
+            **3. IAM bindings**: the A3 roles, to the whole pool or one principal:
+
+            ```bash
+            gcloud projects add-iam-policy-binding acme-analytics \\
+                --role="roles/bigquery.jobUser" \\
+                --member="principalSet://iam.googleapis.com/locations/global/workforcePools/acme-pool/*"
+            gcloud projects add-iam-policy-binding acme-analytics \\
+                --role="roles/bigquery.dataViewer" \\
+                --member="principal://iam.googleapis.com/locations/global/workforcePools/acme-pool/subject/<sub>"
+            ```
+
+            **4. The connection** names the provider; `user_project` is the project billed
+            for the STS and API quota (`options={"userProject": ...}`):
+
+            ```python
+            c.ConnAuth.connections = {
+                "bq": {
+                    "connector": "bigquery",
+                    "project": "acme-analytics",
+                    "workforce_pool_provider": (
+                        "//iam.googleapis.com/locations/global/workforcePools/acme-pool/providers/acme-idp"
+                    ),
+                    "user_project": "acme-analytics",
+                    # or urn:ietf:params:oauth:token-type:jwt / ...:access_token:
+                    # "subject_token_type": "urn:ietf:params:oauth:token-type:id_token",
+                    # "sts_url": "https://sts.googleapis.com/v1/token",  # the default
+                    # "subject_scopes": "openid email offline_access",  # what users consent to
+                },
+            }
+            ```
+
+            `auth` is `token-exchange` (the default with `workforce_pool_provider`); the
+            connection's `scopes` are what STS is asked for (default
+            `https://www.googleapis.com/auth/bigquery`).
             """
         ),
         azure_permissions(
@@ -581,6 +631,33 @@ def bigquery() -> list[Cell]:
                     "BigQuery rejected the access token",
                     "It expired, was revoked or is not valid for BigQuery: "
                     "`%sql_connector authorize bq`.",
+                ),
+                (
+                    "Google STS refused the token exchange (unauthorized_client): … attribute "
+                    "condition",
+                    "The pool provider's `--attribute-condition` rejects this user's token: "
+                    "compare it with the IdP's claims (`gcloud iam workforce-pools providers "
+                    "describe`).",
+                ),
+                (
+                    "Google STS refused the token exchange (invalid_grant): … audience",
+                    "Set the provider's `--client-id` to the Jupyter app's client id (the ID "
+                    "token's audience).",
+                ),
+                (
+                    "Google STS refused the token exchange (invalid_target)",
+                    "The connection's `workforce_pool_provider` names no enabled provider: "
+                    "copy its full name from `gcloud iam workforce-pools providers describe`.",
+                ),
+                (
+                    "Google STS: … google.subject must not be empty",
+                    "Map `google.subject` to a claim the IdP always sends "
+                    "(`--attribute-mapping=google.subject=assertion.sub`).",
+                ),
+                (
+                    "BigQuery permission denied … `bigquery.jobs.create` (federated)",
+                    "The workforce principal has no IAM binding: grant the A3 roles to "
+                    "`principalSet://iam.googleapis.com/locations/global/workforcePools/POOL/*`.",
                 ),
                 (
                     "BigQuery refused the job: billing",

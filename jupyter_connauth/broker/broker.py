@@ -20,7 +20,10 @@ from ..core.errors import AccessDenied, ConfigError, ConnAuthError, SubjectRejec
 from ..core.flavours import Flavour, detect_flavour
 from ..core.tokens import REASON_TEXT, Flow
 from ..oauth.client import IdPClient
+from ..oauth.google_sts import GoogleToken
+from ..oauth.rfc6749 import TokenResponse
 from .config import ConnAuth
+from .federation import Federation
 from .flows import ConsentFlows, FlowStart
 from .grants import TokenGrant, consent_reason, grant_of
 from .jwt_mint import JWTMinter, jwt_subject, signing_refusal
@@ -96,6 +99,12 @@ class Broker:
         )
         self.refresher = Refresher(config, store, self.idp, self.flows)
         self.exchanger = Exchanger(self.idp, config.refresh_leeway)
+        self.federation = Federation(
+            config.refresh_leeway,
+            config.http_timeout,
+            transport,
+            leeway_fraction=config.refresh_leeway_fraction,
+        )
         self.minter = JWTMinter(config.jwt_issuer, self._stored_private_key)
 
     def set_redirect_uri(self, uri: str) -> None:
@@ -106,6 +115,7 @@ class Broker:
 
     async def aclose(self) -> None:
         await self.idp.aclose()
+        await self.federation.aclose()
         self.refresher.close()
         self.store.close()
 
@@ -136,10 +146,18 @@ class Broker:
         try:
             if spec.auth == "oauth-jwt":
                 return await self._mint(spec, result)
-            exchanged = await self.exchanger.exchange(user, spec, result.access_token)
+            exchanged: TokenResponse | GoogleToken
+            if spec.federated:  # BigQuery through Workforce Identity Federation
+                id_token = result.extra.get("id_token")
+                exchanged = await self.federation.exchange(
+                    user, spec, result.access_token, id_token
+                )
+            else:
+                exchanged = await self.exchanger.exchange(user, spec, result.access_token)
         except SubjectRejected:
             self.store.drop_token(user, name, "grant_revoked")
             self.exchanger.forget(user, name)
+            self.federation.forget(user, name)
             return await self.flows.start(
                 user, spec, "grant_revoked", expected_email=expected_email
             )
@@ -243,6 +261,7 @@ class Broker:
             record = stored.record
             self.store.drop_token(user, name, "revoked")
             self.exchanger.forget(user, name)
+            self.federation.forget(user, name)
             if self.config_error is None:
                 try:
                     if record.refresh_token:

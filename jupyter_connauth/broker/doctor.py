@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.errors import ConnAuthError
 from ..core.flavours import default_scopes
+from .federation import federation_checks
 from .jwt_mint import OPT_IN, public_key_fingerprint, signing_refusal
 
 if TYPE_CHECKING:
@@ -69,7 +70,9 @@ async def diagnose(broker: Broker, user: str, name: str) -> list[dict[str, Any]]
     )
     template = default_scopes(spec.connector, broker.flavour, spec.auth)
     scopes = " ".join(spec.scopes)
-    if template is not None and tuple(spec.scopes) != template:
+    if spec.federated:  # BigQuery through Workforce Identity Federation
+        checks.extend(Check(*c) for c in federation_checks(spec, meta, cfg.client_id))
+    elif template is not None and tuple(spec.scopes) != template:
         checks.append(
             Check(
                 "scopes",

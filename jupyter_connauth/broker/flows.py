@@ -24,6 +24,7 @@ from ..oauth.rfc6749 import OAuthProtocolError
 from ..oauth.rfc7636 import new_code_verifier
 from ..oauth.rfc9207 import IssuerMismatchError, IssuerMissingError, check_issuer
 from .account import check_expected_email, check_same_account
+from .federation import grant_expiry
 from .fixes import error_code, fix_for
 from .store import TokenStore
 
@@ -333,7 +334,8 @@ class ConsentFlows:
             )
         record = TokenRecord(
             access_token=resp.access_token,
-            expires_at=resp.expires_at,
+            expires_at=grant_expiry(spec, resp.expires_at, resp.id_token),
+            id_token=resp.id_token if spec.federated else None,  # kept only as a subject
             refresh_token=resp.refresh_token,
             token_type=resp.token_type,
             scope=resp.scope,

@@ -10,6 +10,7 @@ from typing import Any
 from ..core.connections import ConnectionSpec
 from ..core.redact import remember
 from ..core.tokens import StoredToken, TokenRecord
+from ..oauth.google_sts import GoogleToken
 from ..oauth.rfc6749 import TokenResponse
 
 
@@ -44,13 +45,14 @@ class TokenGrant:
             "warning": self.warning,
             "grant": self.grant,
         }
-        out.update((k, v) for k, v in self.extra.items() if k not in ("email", "claims"))
+        private = ("email", "claims", "id_token")
+        out.update((k, v) for k, v in self.extra.items() if k not in private)
         return out
 
 
 def grant_of(
     spec: ConnectionSpec,
-    token: TokenRecord | TokenResponse,
+    token: TokenRecord | TokenResponse | GoogleToken,
     *,
     identity: str | None,
     grant: str,
@@ -83,6 +85,7 @@ def stored_grant(
         warning=warning,
         email=record.identity.get("email"),
         claims=record.identity,  # the JWT subject's source; never sent
+        id_token=record.id_token,  # a federation subject; never sent
     )
 
 

@@ -26,6 +26,7 @@ from ..core.tokens import StoredToken, TokenRecord
 from ..oauth.client import IdPClient
 from ..oauth.rfc6749 import InvalidGrantError, OAuthProtocolError
 from .config import ConnAuth
+from .federation import grant_expiry
 from .fixes import error_code, fix_for
 from .flows import ConsentFlows, FlowStart
 from .grants import TokenGrant, consent_reason, stored_grant
@@ -189,10 +190,12 @@ class Refresher:
             )
         except IdPUnavailable as e:
             return self._failed(spec, old, e)
+        id_token = (resp.id_token or old.id_token) if spec.federated else None
         record = dataclasses.replace(
             old,
             access_token=resp.access_token,
-            expires_at=resp.expires_at,
+            expires_at=grant_expiry(spec, resp.expires_at, id_token),
+            id_token=id_token,
             refresh_token=resp.refresh_token or old.refresh_token,
             token_type=resp.token_type,
             scope=resp.scope or old.scope,

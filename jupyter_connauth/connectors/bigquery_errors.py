@@ -143,6 +143,13 @@ def translate_api_error(exc: Any, exceptions: Any, info: ConnectionInfo) -> Conn
                 f"ask a BigQuery admin to grant the user roles/bigquery.jobUser on project "
                 f"{project} (and roles/bigquery.dataViewer on the datasets to query)"
             )
+            if info.auth == "token-exchange":  # BigQuery through Workforce Identity Federation
+                fix += (
+                    "; through Workforce Identity Federation the member is the workforce "
+                    "principal: principal://iam.googleapis.com/locations/global/"
+                    "workforcePools/POOL/subject/SUBJECT, or principalSet://"
+                    "iam.googleapis.com/locations/global/workforcePools/POOL/* for the pool"
+                )
         else:
             fix = (
                 "ask a BigQuery admin to grant the user roles/bigquery.dataViewer on the dataset "

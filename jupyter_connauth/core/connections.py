@@ -12,7 +12,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
+from ..oauth.google_sts import (
+    BIGQUERY_SCOPE,
+    ID_TOKEN_TYPE,
+    STS_URL,
+    SUBJECT_TOKEN_TYPES,
+    WORKFORCE_PROVIDER_RE,
+)
 from .errors import ConfigError
 from .flavours import EXCHANGE_MODES, SUBJECT_SCOPES, Flavour, default_scopes
 from .scopes import parse_scopes, scope_fingerprint
@@ -30,6 +38,9 @@ CONNECTORS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 AUTH_MODES = ("oauth", "oauth-jwt", "on-behalf-of", "token-exchange")
+
+#: BigQuery through Workforce Identity Federation (the IdP token exchanged at Google STS).
+FEDERATION_KEYS = ("workforce_pool_provider", "sts_url", "subject_token_type", "user_project")
 
 #: Keys every connection may carry, whatever its connector.
 COMMON_KEYS = frozenset(
@@ -73,6 +84,11 @@ class ConnectionSpec:
     def exchanges(self) -> bool:
         """Pass-through: the stored token is a subject, exchanged for the warehouse's."""
         return self.auth in EXCHANGE_MODES
+
+    @property
+    def federated(self) -> bool:
+        """BigQuery through Workforce Identity Federation (exchanged at Google STS)."""
+        return bool(self.extra.get("workforce_pool_provider"))
 
     @property
     def consent_scopes(self) -> tuple[str, ...]:
@@ -124,6 +140,7 @@ class ConnectionSpec:
             "subject_scopes",
             "private_key_path",
             "private_key_env",
+            *FEDERATION_KEYS,
         ):
             if key in self.extra:
                 out[key] = self.extra[key]
@@ -162,7 +179,8 @@ def parse_connection(
             f"unknown connector {connector!r}",
             f"use one of: {', '.join(CONNECTORS)}",
         )
-    auth = raw.get("auth", "oauth")
+    federated = raw.get("workforce_pool_provider") not in (None, "")
+    auth = raw.get("auth", "token-exchange" if federated else "oauth")
     if auth not in AUTH_MODES:
         raise ConfigError(
             _where(name, "auth"),
@@ -177,6 +195,8 @@ def parse_connection(
         )
     spec = CONNECTORS[connector]
     allowed = COMMON_KEYS | set(spec["required"]) | set(spec["optional"])
+    if connector == "bigquery":
+        allowed |= set(FEDERATION_KEYS)
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(
@@ -204,6 +224,8 @@ def parse_connection(
         if not isinstance(raw["scopes"], str | list | tuple):
             raise ConfigError(_where(name, "scopes"), "must be a space-separated string or a list")
         scopes = parse_scopes(raw["scopes"])
+    elif federated:
+        scopes = (BIGQUERY_SCOPE,)  # asked of Google STS, whatever the IdP
     else:
         template = default_scopes(connector, flavour, auth)
         if template is None:
@@ -226,6 +248,7 @@ def parse_connection(
         - {"connector", "auth", "scopes", "resource", "description", "driver_options"}
         if k in raw
     }
+    extra.update(_federation(name, raw, auth))
     if auth == "oauth-jwt" and not extra.get("jwt_audience"):
         raise ConfigError(
             _where(name, "jwt_audience"),
@@ -244,3 +267,60 @@ def parse_connection(
         extra=extra,
         source=source,
     )
+
+
+def _federation(name: str, raw: Mapping[str, Any], auth: str) -> dict[str, str]:
+    """The Workforce Identity Federation settings of a BigQuery connection, validated."""
+    present = {k: raw[k] for k in FEDERATION_KEYS if raw.get(k) not in (None, "")}
+    if not present:
+        return {}
+    for key, value in present.items():
+        if not isinstance(value, str):
+            raise ConfigError(_where(name, key), "must be a string")
+    provider = present.get("workforce_pool_provider")
+    if provider is None:
+        raise ConfigError(
+            _where(name, "workforce_pool_provider"),
+            f"missing: {', '.join(sorted(present))} only apply with Workforce Identity Federation",
+            "set workforce_pool_provider to "
+            "//iam.googleapis.com/locations/global/workforcePools/POOL/providers/PROVIDER",
+        )
+    if not WORKFORCE_PROVIDER_RE.match(provider):
+        raise ConfigError(
+            _where(name, "workforce_pool_provider"),
+            "is not a workforce pool provider's full resource name",
+            "use //iam.googleapis.com/locations/global/workforcePools/POOL/providers/PROVIDER "
+            "(gcloud iam workforce-pools providers describe PROVIDER --workforce-pool=POOL "
+            "--location=global shows its name)",
+        )
+    if auth != "token-exchange":
+        raise ConfigError(
+            _where(name, "auth"),
+            "a connection through Workforce Identity Federation exchanges the IdP token at "
+            "Google STS",
+            "remove 'auth' or set it to 'token-exchange'",
+        )
+    kind = present.get("subject_token_type", ID_TOKEN_TYPE)
+    if kind not in SUBJECT_TOKEN_TYPES:
+        raise ConfigError(
+            _where(name, "subject_token_type"),
+            f"unknown subject token type {kind!r}",
+            f"use one of: {', '.join(SUBJECT_TOKEN_TYPES)}",
+        )
+    subject_scopes = parse_scopes(raw.get("subject_scopes")) or SUBJECT_SCOPES
+    if kind == ID_TOKEN_TYPE and "openid" not in subject_scopes:
+        raise ConfigError(
+            _where(name, "subject_scopes"),
+            "an ID token subject needs the openid scope",
+            "add openid to subject_scopes",
+        )
+    url = present.get("sts_url", STS_URL)
+    parts = urlsplit(url)
+    local = parts.hostname in ("127.0.0.1", "localhost", "::1")
+    if parts.scheme != "https" and not (parts.scheme == "http" and local):
+        raise ConfigError(
+            _where(name, "sts_url"),
+            "must be an https URL",
+            f"remove it to use {STS_URL}",
+        )
+    return {**present, "subject_token_type": kind, "sts_url": url}

@@ -49,9 +49,11 @@ class TokenRecord:
     #: Random, set when a consent completes and kept by refresh: the kernel's sessions
     #: opened under another grant (revoked, re-authorized, scopes edited) are closed.
     grant_id: str = ""
+    #: The ID token of the consent or last refresh (a Workforce Identity Federation subject).
+    id_token: str | None = None
 
     def __post_init__(self) -> None:
-        remember(self.access_token, self.refresh_token)  # see core/redact.py
+        remember(self.access_token, self.refresh_token, self.id_token)  # see core/redact.py
 
     def __repr__(self) -> str:
         return (

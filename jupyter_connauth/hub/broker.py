@@ -40,7 +40,9 @@ class HubBroker(Broker):
         spec = self.connection(name)
         if spec.auth == "oauth-jwt":
             return await self._mint_for(spec, ident)
-        if spec.auth in PASS_THROUGH and ident.login_token_valid(self.config.refresh_leeway):
+        # (a federated BigQuery connection exchanges its own consent at Google STS)
+        passes = spec.auth in PASS_THROUGH and not spec.federated
+        if passes and ident.login_token_valid(self.config.refresh_leeway):
             assert ident.login_token is not None
             try:
                 exchanged = await self.exchanger.exchange(ident.name, spec, ident.login_token)

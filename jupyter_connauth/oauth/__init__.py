@@ -16,5 +16,6 @@ use the same modules.
 
 Grants of other documents (device authorization, RFC 8628; Google's STS, a flavour of
 RFC 8693) go in modules of their own beside these, sending their requests through
-:meth:`.rfc6749.TokenEndpoint.request`.
+:meth:`.rfc6749.TokenEndpoint.request`; :mod:`.google_sts` is Google's STS for
+Workforce Identity Federation.
 """

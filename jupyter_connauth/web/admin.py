@@ -62,6 +62,7 @@ class RevokeAllHandler(BrokerHandler):
         for user in store_users() if callable(store_users) else []:
             for name in names:
                 self.broker.exchanger.forget(user, name)
+                self.broker.federation.forget(user, name)
         for name in names:
             self.warehouse.forget_connection(name)
         self.write_json({"connections": names, "tokens_revoked": dropped})

@@ -40,6 +40,8 @@ import re
 import sys
 import threading
 import time
+import urllib.parse
+import urllib.request
 import uuid
 from collections import Counter
 from typing import Any
@@ -162,8 +164,16 @@ class Config:
         self.leeway: float = float(raw.get("leeway_seconds", 0))
         self.required_scopes: list[str] = list(raw.get("required_scopes", []))
         self.auth_disabled: bool = bool(raw.get("auth_disabled", False))
-        if not self.auth_disabled and not (self.jwks_url and self.issuer and self.audience):
-            raise SystemExit("config needs jwks_url, issuer and audience (or auth_disabled: true)")
+        # Workforce Identity Federation: tokens minted by the local STS (tests/servers/sts),
+        # resolved through its /__test__/tokeninfo. Without jwks_url only those are accepted.
+        self.sts_tokeninfo_url: str | None = raw.get("sts_tokeninfo_url")
+        self.aliases: dict[str, str] = {}  # federated email -> its key in `users`
+        jwt_ok = bool(self.jwks_url and self.issuer and self.audience)
+        if not self.auth_disabled and not (jwt_ok or self.sts_tokeninfo_url):
+            raise SystemExit(
+                "config needs jwks_url, issuer and audience, or sts_tokeninfo_url "
+                "(or auth_disabled: true)"
+            )
         # users: email -> ["ds", "proj.ds", "*"] | {"datasets": [...], "projects": [...]}
         self.users: dict[str, dict[str, list[str]]] = {}
         for email, spec in (raw.get("users") or {}).items():
@@ -181,7 +191,10 @@ class Config:
         self.log_level: str = raw.get("log_level", "warning")
 
     def user(self, email: str) -> dict[str, list[str]] | None:
-        return self.users.get(email.lower())
+        found = self.users.get(email.lower())
+        if found is None and email.lower() in self.aliases:
+            found = self.users.get(self.aliases[email.lower()])
+        return found
 
     def can_use_project(self, email: str, project: str) -> bool:
         u = self.user(email)
@@ -227,6 +240,8 @@ class TokenVerifier:
         if scheme.lower() != "bearer" or not token.strip():
             return None, "not a Bearer credential"
         token = token.strip()
+        if self.cfg.sts_tokeninfo_url and (self._jwks is None or token.startswith("ya29.")):
+            return self._verify_federated(token)
         assert self._jwks is not None
         try:
             key = self._jwks.get_signing_key_from_jwt(token)
@@ -253,6 +268,42 @@ class TokenVerifier:
             missing = [s for s in self.cfg.required_scopes if s not in granted]
             if missing:
                 return None, f"token lacks scopes {missing}"
+        return email, ""
+
+    def _verify_federated(self, token: str) -> tuple[str | None, str]:
+        """A Google access token of a workforce pool principal, minted by the local STS.
+        BigQuery accepts nothing else here: an IdP's own token is an invalid credential
+        (cloud.google.com/iam/docs/workforce-identity-federation: only STS tokens act as
+        the principal). IAM bindings in ``users`` may name the principal
+        (``principal://iam.googleapis.com/locations/global/workforcePools/POOL/subject/S``),
+        the pool (``principalSet://.../workforcePools/POOL/*``) or the email."""
+        assert self.cfg.sts_tokeninfo_url is not None
+        url = f"{self.cfg.sts_tokeninfo_url}?{urllib.parse.urlencode({'access_token': token})}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                info = json.loads(resp.read())
+        except Exception as exc:
+            return None, f"STS tokeninfo failed: {type(exc).__name__}"
+        if not info.get("active"):
+            return None, "not an access token minted by the STS (or expired)"
+        if self.cfg.required_scopes:
+            granted = set(str(info.get("scope") or "").split())
+            if not granted & (
+                {"https://www.googleapis.com/auth/cloud-platform"} | set(self.cfg.required_scopes)
+            ):
+                return None, f"token lacks scopes {self.cfg.required_scopes}"
+        attrs = info.get("attributes") or {}
+        email = str(attrs.get("attribute.email") or info.get("subject") or "").lower()
+        if "@" not in email:
+            return None, "the federated principal maps to no email (attribute.email)"
+        principal = str(info.get("principal"))
+        pool_set = f"principalSet://iam.googleapis.com/locations/global/workforcePools/{info.get('pool')}/*"
+        for key in (principal, pool_set):
+            if key.lower() in self.cfg.users:
+                self.cfg.aliases[email] = key.lower()
+                break
+        else:
+            self.cfg.aliases.pop(email, None)
         return email, ""
 
 
