@@ -18,6 +18,7 @@ Keycloak, ...), and for Entra ID tokens the workspace hands the original token b
 federation policy"). The driver caches the exchanged token until one minute before its
 ``exp`` and then calls the provider again, so a renewed token reaches it before the
 exchanged one expires; a token with less than a minute left is looked up per request.
+A token that is not a JWT (no readable ``exp``) is cached by the driver for an hour.
 
 Retries: the driver's defaults retry unreachable hosts for minutes (30 attempts with
 exponential backoff on the Thrift endpoint, about 34 s on ``/oidc/v1/token``). We pass

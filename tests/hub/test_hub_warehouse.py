@@ -45,7 +45,7 @@ class RecordingConnector:
     def __init__(self) -> None:
         self.connected: list[Credential] = []
 
-    def connect(self, info: ConnectionInfo, cred: Credential) -> Credential:
+    def connect(self, info: ConnectionInfo, cred: Credential, renew: Any = None) -> Credential:
         self.connected.append(cred)
         return cred
 

@@ -515,3 +515,35 @@ def test_flat_config_single_integration(broker: Issuer) -> None:
                 ("CAROL", pytest.approx(1.5))
             ]
         assert server.stats()["logins"] == 1
+
+
+@pytest.mark.filterwarnings("ignore:`ReauthenticationRequest` currently:FutureWarning")
+def test_session_outlives_its_token_until_idle(broker: Issuer) -> None:
+    """sf_sessions.py: a 2-second OAuth token and 1-second session tokens; the driver
+    renews the session token with the master token (390112) and the session, its temp
+    table included, outlives the OAuth token; idle past the master token's validity the
+    session is over and the driver asks for a new login (ReauthenticationRequest)."""
+    from snowflake.connector.errors import ReauthenticationRequest
+
+    config = {
+        "issuer": JUPYTER_URL,
+        "audiences": [BROKER_AUDIENCE],
+        "public_keys": [_public_pem(broker.key)],
+        "users": USERS,
+        "session_validity": 1,
+        "master_validity": 3,
+    }
+    with SnowflakeServer(config) as server:
+        token = broker.token("alice@example.com", lifetime=2)
+        with connect(server, token) as conn, conn.cursor() as cur:
+            cur.execute("CREATE TEMP TABLE scratch AS SELECT 42 AS answer")
+            for _ in range(3):
+                time.sleep(1.2)  # past the session token's validity (and soon the OAuth token's)
+                assert cur.execute("SELECT answer FROM scratch").fetchone() == (42,)
+            stats = server.stats()
+            assert stats["sessions_opened"] == 1 and stats["statements"] == 4
+            assert stats["session_renewals"] >= 3 and stats["session_expired_answers"] >= 3
+            time.sleep(3.5)  # idle past the master token's validity
+            with pytest.raises(ReauthenticationRequest):
+                cur.execute("SELECT answer FROM scratch")
+            assert server.stats()["statements"] == 4  # refused before it ran
