@@ -20,9 +20,10 @@ from typing import Any
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from traitlets import Bool, Float, Int
 
-from ..core.errors import ConfigError, ConnAuthError
+from ..core.errors import ConfigError
+from .api import kernel
 from .balloon import wait_for_consent
-from .client import BrokerAPI, BrokerClient, ConsentNeeded, connect_broker
+from .client import BrokerAPI, BrokerClient, ConsentNeeded
 from .display import Ticker, show_table
 from .magic_args import (
     PROG,
@@ -57,20 +58,17 @@ class ConnAuthMagics(Magics):
     # -- plumbing ------------------------------------------------------------------
     @property
     def client(self) -> BrokerAPI:
+        """The kernel's broker client, shared with the Python API (kernel/api.py)."""
         if self._client is None:
-            self._client = connect_broker()
-            try:
-                info = self._client.info()
-                url = info.get("discovery_url") or ""
-                self._idp = re.sub(r"/\.well-known/openid-configuration$", "", url) or self._idp
-            except ConnAuthError:
-                pass
+            shared = kernel()
+            self._client, self._runner, self._idp = shared.client, shared.runner, shared.idp
         return self._client
 
     @property
     def runner(self) -> Runner:
         if self._runner is None:
-            self._runner = Runner(self.client)
+            self.client  # noqa: B018 - sets the shared runner
+            assert self._runner is not None
         return self._runner
 
     @property

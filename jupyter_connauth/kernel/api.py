@@ -1,0 +1,289 @@
+"""The Python API: the user's identity in any code of the kernel, not only the magic.
+
+    from jupyter_connauth import connect, engine, credentials
+
+    conn = connect("sales")                    # the official driver's DB-API connection
+    df = pd.read_sql(sql, engine("sales"))     # SQLAlchemy, a fresh credential per connection
+    creds = credentials("bq")                  # google-auth Credentials, a Databricks
+                                               # credentials_provider, a Snowflake token
+
+Consent is asked the way the magic asks it: the Authorize balloon in a notebook, the
+link in a terminal; the call then goes on by itself. The magics and these functions
+share one :class:`Kernel` (one broker client: without a Jupyter server, one in-process
+broker and its loopback callback; one driver session pool). No token is written to a
+file or an environment variable: credentials stay in this process's memory.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..connectors import get_connector
+from ..connectors.base import ConnectionInfo, Connector, Credential
+from ..connectors.sessions import Lease
+from ..core.errors import ConnAuthError
+from .client import TOKEN_ENV, URL_ENV, BrokerAPI, ConsentNeeded, connect_broker
+from .runner import Runner
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+__all__ = ["Kernel", "SnowflakeToken", "connect", "credentials", "engine", "kernel"]
+
+#: google-auth asks for a new token this long before the expiry it knows
+#: (``google.auth._helpers.REFRESH_THRESHOLD``, 3 min 45 s).
+GOOGLE_REFRESH_THRESHOLD = 225.0
+
+
+class Kernel:
+    """What the magics and the API share in one kernel process."""
+
+    def __init__(self, client: BrokerAPI) -> None:
+        self.client = client
+        self.runner = Runner(client)
+        self.idp = "your identity provider"
+        try:
+            url = client.info().get("discovery_url") or ""
+            self.idp = re.sub(r"/\.well-known/openid-configuration$", "", url) or self.idp
+        except ConnAuthError:
+            pass
+
+    def close(self) -> None:
+        self.runner.close()
+
+    # -- consent ---------------------------------------------------------------------
+    def consent(self, answer: ConsentNeeded) -> None:
+        """Show the balloon (a notebook) or the link (a terminal) and wait for the flow,
+        with the magics' ``wait_timeout`` and ``poll_interval`` when they are loaded."""
+        from .balloon import wait_for_consent
+
+        timeout, interval, rich = 600.0, 0.5, False
+        shell = _shell()
+        if shell is not None:
+            rich = getattr(shell, "kernel", None) is not None
+            magics = shell.magics_manager.registry.get("ConnAuthMagics")
+            if magics is not None:
+                timeout, interval = magics.wait_timeout, magics.poll_interval
+        wait_for_consent(
+            self.client, answer, idp=self.idp, timeout=timeout, interval=interval, rich=rich
+        )
+
+    def lease(self, name: str, *, ask: bool = True) -> Lease:
+        """The broker's credential for ``name``; with ``ask``, consent is asked when
+        needed (never from a driver's background thread: it raises there instead)."""
+        on_main = threading.current_thread() is threading.main_thread()
+        return self.runner.lease(name, self.consent if ask and on_main else None)
+
+    def renewer(self, name: str, first: Credential) -> Callable[[], Credential]:
+        """For drivers that ask for the credential themselves: the broker's current one
+        (it refreshes before expiry), the last one when the broker cannot answer."""
+        last = [first]
+
+        def renew() -> Credential:
+            try:
+                last[0] = self.lease(name, ask=False).credential
+            except ConnAuthError:
+                pass
+            return last[0]
+
+        return renew
+
+    def open(self, name: str, lease: Lease, info: ConnectionInfo | None = None) -> Any:
+        """A driver connection (BigQuery: a ``bigquery.Client``) for ``lease``; known
+        driver errors become :class:`ConnAuthError` with the fix."""
+        info = info or lease.info
+        connector = get_connector(info.connector)
+        kwargs: dict[str, Any] = {}
+        if "renew" in inspect.signature(connector.connect).parameters:
+            kwargs["renew"] = self.renewer(name, lease.credential)
+        try:
+            return connector.connect(info, lease.credential, **kwargs)
+        except ConnAuthError:
+            raise
+        except Exception as e:
+            known = connector.translate_error(e, info)
+            if known is None:
+                raise
+            raise known from None
+
+
+_lock = threading.Lock()
+_current: tuple[tuple[str | None, str | None], Kernel] | None = None
+
+
+def kernel() -> Kernel:
+    """This process's :class:`Kernel` (created on first use; a new one when the broker
+    the environment names changes)."""
+    global _current
+    key = (os.environ.get(URL_ENV), os.environ.get(TOKEN_ENV))
+    with _lock:
+        if _current is None or _current[0] != key:
+            _current = (key, Kernel(connect_broker()))
+        return _current[1]
+
+
+def _shell() -> Any:
+    if "IPython" not in sys.modules:
+        return None
+    from IPython.core.interactiveshell import InteractiveShell
+
+    return InteractiveShell.instance() if InteractiveShell.initialized() else None
+
+
+def _dbapi(connector: Connector, client: Any) -> Any:
+    """BigQuery's connector gives a ``bigquery.Client``: its DB-API connection."""
+    if connector.name != "bigquery":
+        return client
+    from google.cloud.bigquery import dbapi
+
+    return dbapi.connect(client=client)
+
+
+# -- the public functions ------------------------------------------------------------------
+def connect(name: str) -> Any:
+    """The official driver's DB-API 2.0 connection to connection ``name``, as you.
+
+    Snowflake: ``snowflake.connector`` (server-side binding, ``?`` or ``:name``... as
+    ``paramstyle="qmark"``); Databricks: ``databricks.sql``; BigQuery:
+    ``google.cloud.bigquery.dbapi``. Consent is asked first when needed. Close it when
+    done (or use it in a ``with`` block where the driver supports that)."""
+    k = kernel()
+    lease = k.lease(name)
+    return _dbapi(get_connector(lease.info.connector), k.open(name, lease))
+
+
+def engine(name: str, **kwargs: Any) -> Engine:
+    """A SQLAlchemy engine for connection ``name`` through the vendor's dialect
+    (``pip install 'jupyter-connauth[sqlalchemy]'``). Each new pooled DB-API connection
+    is opened with a fresh credential from the broker; a pooled connection whose grant
+    changed (revoked, re-authorized) or whose credential is about to expire is replaced
+    at checkout. ``kwargs`` go to :func:`sqlalchemy.create_engine`."""
+    from .sqlalchemy_engines import create_engine
+
+    return create_engine(kernel(), name, **kwargs)
+
+
+def credentials(name: str) -> Any:
+    """Credentials for connection ``name`` to hand to a driver or SDK yourself:
+
+    - BigQuery: ``google.oauth2.credentials.Credentials`` with the token's expiry and a
+      ``refresh_handler`` that asks the broker (``bigquery.Client(credentials=...)``);
+    - Databricks: a ``credentials_provider`` for ``databricks.sql.connect``;
+    - Snowflake: a :class:`SnowflakeToken` (``snowflake.connector.connect(
+      **creds.connect_args())``).
+    """
+    k = kernel()
+    lease = k.lease(name)
+    connector = lease.info.connector
+    if connector == "bigquery":
+        return google_credentials(k, name, lease)
+    if connector == "databricks":
+        return databricks_provider(k.renewer(name, lease.credential))
+    return SnowflakeToken(k, name, lease)
+
+
+# -- per warehouse ---------------------------------------------------------------------------
+def _utc(expires_at: float | None) -> dt.datetime | None:
+    """google-auth's expiry: a naive UTC datetime."""
+    if expires_at is None:
+        return None
+    return dt.datetime.fromtimestamp(expires_at, dt.UTC).replace(tzinfo=None)
+
+
+def google_expiry(expires_at: float | None, now: float | None = None) -> dt.datetime | None:
+    """The expiry to give google-auth. It refreshes 3 min 45 s before the expiry it
+    knows and refuses a refreshed token closer than that to its expiry, while the broker
+    renews a token only in its last minute: a token with less than that left is given
+    an expiry that makes google-auth ask again in about 10 s (so it gets the broker's
+    renewed token as soon as there is one), and never lets it use a token past its real
+    expiry minus 5 s."""
+    if expires_at is None:
+        return None
+    now = time.time() if now is None else now
+    t = GOOGLE_REFRESH_THRESHOLD
+    return _utc(max(expires_at, min(now + t + 10.0, expires_at + t - 5.0)))
+
+
+def google_credentials(k: Kernel, name: str, lease: Lease) -> Any:
+    from google.oauth2.credentials import Credentials
+
+    def refresh_handler(request: Any, scopes: Any = None) -> tuple[str, dt.datetime]:
+        cred = k.lease(name).credential
+        expiry = google_expiry(cred.expires_at) or _utc(time.time() + 3600)
+        assert expiry is not None
+        return cred.token, expiry
+
+    cred = lease.credential
+    return Credentials(
+        cred.token, expiry=google_expiry(cred.expires_at), refresh_handler=refresh_handler
+    )
+
+
+def databricks_provider(renew: Callable[[], Credential]) -> Any:
+    """A ``databricks.sql`` ``CredentialsProvider``: the driver calls its header factory
+    for every request's ``Authorization`` header; it answers the broker's current token."""
+    from databricks.sql.auth.authenticators import CredentialsProvider
+
+    class ConnAuthCredentials(CredentialsProvider):
+        def auth_type(self) -> str:
+            return "jupyter-connauth"
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Callable[[], dict[str, str]]:
+            return lambda: {"Authorization": f"Bearer {renew().token}"}
+
+        def __repr__(self) -> str:
+            return "ConnAuthCredentials()"
+
+    return ConnAuthCredentials()
+
+
+class SnowflakeToken:
+    """The user's Snowflake credential: ``token`` asks the broker each time (a JWT is
+    minted per use), ``connect_args()`` the arguments of ``snowflake.connector.connect``
+    for the connection (account, warehouse, database, schema, role, ``authenticator=
+    "oauth"``, the token)."""
+
+    def __init__(self, k: Kernel, name: str, lease: Lease) -> None:
+        self._kernel = k
+        self.name = name
+        self._lease = lease
+
+    def _fresh(self) -> Lease:
+        cred = self._lease.credential
+        if cred.kind == "jwt" or (cred.expires_at or 0) - 60 < time.time():
+            self._lease = self._kernel.lease(self.name)
+        return self._lease
+
+    @property
+    def token(self) -> str:
+        return self._fresh().credential.token
+
+    @property
+    def expires_at(self) -> float | None:
+        return self._lease.credential.expires_at
+
+    @property
+    def identity(self) -> str | None:
+        return self._lease.credential.identity
+
+    def connect_args(self) -> dict[str, Any]:
+        lease = self._fresh()
+        params = lease.info.params
+        args: dict[str, Any] = {
+            k: params[k]
+            for k in ("account", "warehouse", "database", "schema", "role")
+            if params.get(k)
+        }
+        args.update(authenticator="oauth", token=lease.credential.token)
+        return args
+
+    def __repr__(self) -> str:
+        return f"SnowflakeToken(connection={self.name!r}, expires_at={self.expires_at!r})"
