@@ -68,7 +68,7 @@ class KernelSession:
         assert page.status_code == 200, page.text
         self.consents += 1
 
-    async def run(self, code: str, *, timeout: float = 120, consent: bool = True) -> Cell:
+    async def run(self, code: str, *, seconds: float = 120, consent: bool = True) -> Cell:
         cell = Cell()
         tasks: list[asyncio.Task[None]] = []
         seen: set[str] = set()
@@ -91,7 +91,7 @@ class KernelSession:
                 cell.outputs.append({"output_type": "error", **content})
                 cell.text += "\n".join(content["traceback"]) + "\n"
 
-        reply = await self.kc.execute_interactive(code, output_hook=hook, timeout=timeout)
+        reply = await self.kc.execute_interactive(code, output_hook=hook, timeout=seconds)
         for t in tasks:
             await t
         cell.status = reply["content"]["status"]
