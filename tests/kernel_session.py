@@ -25,6 +25,7 @@ class Cell:
     outputs: list[dict[str, Any]] = field(default_factory=list)
     text: str = ""  # stream, text/plain of displays and results, tracebacks
     error: dict[str, Any] | None = None
+    metadata: list[dict[str, Any]] = field(default_factory=list)  # of display outputs
 
 
 class KernelSession:
@@ -35,14 +36,23 @@ class KernelSession:
         self.kernel_id = ""
         self.kc: Any = None
         self.login = "alice"  # who signs in when a balloon asks
+        self.sign_in_delay = 0.0  # seconds the user takes before signing in
         self.consents = 0
+        self.path: str | None = None
 
-    async def start(self, env: dict[str, str] | None = None) -> KernelSession:
-        body: dict[str, Any] = {"name": "python3"}
-        if env:
-            body["env"] = env
-        resp = await self.jp_fetch("api", "kernels", method="POST", body=json.dumps(body))
-        self.kernel_id = json.loads(resp.body)["id"]
+    async def start(self) -> KernelSession:
+        """A kernel of its own, or with ``path`` a notebook's session's kernel (then
+        jupyter_server sets JPY_SESSION_NAME to the path in the kernel's environment)."""
+        if self.path:
+            name = self.path.rsplit("/", 1)[-1]  # as JupyterLab sends it
+            body: dict[str, Any] = {"path": self.path, "type": "notebook", "name": name}
+            body["kernel"] = {"name": "python3"}
+            resp = await self.jp_fetch("api", "sessions", method="POST", body=json.dumps(body))
+            self.kernel_id = json.loads(resp.body)["kernel"]["id"]
+        else:
+            body = {"name": "python3"}
+            resp = await self.jp_fetch("api", "kernels", method="POST", body=json.dumps(body))
+            self.kernel_id = json.loads(resp.body)["id"]
         km = self.app.kernel_manager.get_kernel(self.kernel_id)
         self.kc = km.client()
         self.kc.start_channels()
@@ -62,6 +72,7 @@ class KernelSession:
             await self.jp_fetch("api", "kernels", self.kernel_id, method="DELETE")
 
     async def _sign_in(self, url: str) -> None:
+        await asyncio.sleep(self.sign_in_delay)
         callback = await asyncio.to_thread(headless_login, url, self.login)
         async with httpx2.AsyncClient(headers=self.headers, timeout=30) as http:
             page = await http.get(callback)
@@ -86,6 +97,8 @@ class KernelSession:
                     if consent and url not in seen:
                         seen.add(url)
                         tasks.append(asyncio.ensure_future(self._sign_in(url)))
+            if kind in ("display_data", "execute_result", "update_display_data"):
+                cell.metadata.append(content.get("metadata") or {})
             elif kind == "error":
                 cell.error = content
                 cell.outputs.append({"output_type": "error", **content})

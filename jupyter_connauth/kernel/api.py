@@ -32,6 +32,7 @@ from ..connectors.sessions import Lease
 from ..core.errors import ConnAuthError
 from .client import TOKEN_ENV, URL_ENV, BrokerAPI, ConsentNeeded, connect_broker
 from .runner import Runner
+from .tags import notebook_path, query_tags, with_tags
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -48,13 +49,24 @@ class Kernel:
 
     def __init__(self, client: BrokerAPI) -> None:
         self.client = client
-        self.runner = Runner(client)
+        #: Tag queries at the warehouse with the Jupyter user and the notebook's path
+        #: (``%config ConnAuthMagics.query_tags``).
+        self.query_tags = True
+        self.runner = Runner(client, tune=self._tagged)
         self.idp = "your identity provider"
+        self.user: str | None = None
         try:
-            url = client.info().get("discovery_url") or ""
+            info = client.info()
+            url = info.get("discovery_url") or ""
             self.idp = re.sub(r"/\.well-known/openid-configuration$", "", url) or self.idp
+            self.user = info.get("user")
         except ConnAuthError:
             pass
+
+    def _tagged(self, info: ConnectionInfo) -> ConnectionInfo:
+        if not self.query_tags:
+            return info
+        return with_tags(info, query_tags(self.user, notebook_path()))
 
     def close(self) -> None:
         self.runner.close()

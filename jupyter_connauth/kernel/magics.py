@@ -18,13 +18,13 @@ import time
 from typing import Any
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
-from traitlets import Bool, Float, Int
+from traitlets import Bool, Float, Int, observe
 
 from ..core.errors import ConfigError
 from .api import kernel
 from .balloon import wait_for_consent
 from .client import BrokerAPI, BrokerClient, ConsentNeeded
-from .display import Ticker, show_table
+from .display import Ticker, result_footer, show_table
 from .magic_args import (
     PROG,
     ShowHelp,
@@ -48,6 +48,17 @@ class ConnAuthMagics(Magics):
     wait_timeout = Float(600.0, help="Seconds a cell waits for you to authorize.").tag(config=True)
     poll_interval = Float(0.5, help="Seconds between checks of the consent flow.").tag(config=True)
     progress = Bool(True, help="Show elapsed time while a query runs.").tag(config=True)
+    query_tags = Bool(
+        True,
+        help="""Tag every query at the warehouse with your Jupyter user name and the
+        notebook's path (Snowflake QUERY_TAG, BigQuery job labels, Databricks query tags),
+        for the warehouse's audit. Applies to the magics and to connect()/engine().""",
+    ).tag(config=True)
+
+    @observe("query_tags")
+    def _query_tags_changed(self, change: Any) -> None:
+        if self._client is not None:
+            kernel().query_tags = bool(change["new"])
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -61,6 +72,7 @@ class ConnAuthMagics(Magics):
         """The kernel's broker client, shared with the Python API (kernel/api.py)."""
         if self._client is None:
             shared = kernel()
+            shared.query_tags = self.query_tags
             self._client, self._runner, self._idp = shared.client, shared.runner, shared.idp
         return self._client
 
@@ -125,23 +137,28 @@ class ConnAuthMagics(Magics):
                 return None
         max_rows = opts.max_rows or self.max_rows
         ticker = Ticker(enabled=self.progress)
+        waited = [0.0]  # seconds spent waiting for consent: not the query's time
+
+        def on_consent(answer: ConsentNeeded) -> None:
+            began = time.perf_counter()
+            try:
+                self._consent(answer)
+            finally:
+                waited[0] += time.perf_counter() - began
+
         started = time.perf_counter()
         try:
             df = self.runner.query(
-                name,
-                cell,
-                params,
-                max_rows=max_rows,
-                on_consent=self._consent,
-                progress=ticker.status,
+                name, cell, params, max_rows=max_rows, on_consent=on_consent, progress=ticker
             )
         finally:
             ticker.stop()
-        elapsed = time.perf_counter() - started
+        elapsed = time.perf_counter() - started - waited[0]
         self._ns["_"] = df
         if opts.out:
             self._ns[opts.out] = df
-        show_table(df, f"{len(df):,} rows in {elapsed:.2f} s from {name}")
+        footer, metadata = result_footer(self.runner, name, len(df), elapsed, ticker.query_ids)
+        show_table(df, footer, metadata)
         return None
 
     def _params(self, raw: str | None) -> dict[str, Any] | list[Any] | None:

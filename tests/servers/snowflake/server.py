@@ -556,6 +556,10 @@ class ConnAuthApp:
         self.inner = fakesnow.server.app
         self.auth = Authenticator(config)
         self.sessions: dict[str, SessionInfo] = {}
+        # QUERY_TAG per session (a session parameter set at login: Snowflake shows it in
+        # QUERY_HISTORY for every statement of the session), and per query, in order
+        self.session_tags: dict[str, str | None] = {}
+        self.query_tags: list[str | None] = []
         self.logins = 0
         self.failed_logins = 0
         self.queries = 0
@@ -584,6 +588,7 @@ class ConnAuthApp:
                     "failed_logins": self.failed_logins,
                     "active_sessions": len(self.sessions),
                     "queries": self.queries,
+                    "query_tags": self.query_tags,
                     **self.results.stats(),
                 }
             )
@@ -602,6 +607,7 @@ class ConnAuthApp:
             if resp is not None:
                 return await resp(scope, receive, send)
             self.queries += 1
+            self.query_tags.append(self.session_tags.get(_session_token(scope) or ""))
             return await self.query_with_chunks(scope, _replay(body, receive), send)
         if path.startswith("/__results__/") and method == "GET":
             headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
@@ -684,6 +690,7 @@ class ConnAuthApp:
         conn = fakesnow.server.sessions[token]
         self.bind_session(conn, info)
         self.sessions[token] = info
+        self.session_tags[token] = (data.get("SESSION_PARAMETERS") or {}).get("QUERY_TAG")
         self.logins += 1
 
         d = payload["data"]
