@@ -33,8 +33,8 @@ async def test_footer_metadata_and_query_tags(
     jp_serverapp,
     jp_auth_header,
     jp_root_dir,
-    warehouse,
-    broker,  # noqa: F811
+    warehouse,  # noqa: F811
+    broker,
 ):
     (jp_root_dir / "reports").mkdir()
     kernel = KernelSession(jp_fetch, jp_serverapp, jp_auth_header)
