@@ -34,6 +34,7 @@ FLOAT64 → ``float64``, STRING → pandas' string dtype, TIMESTAMP →
 
 from __future__ import annotations
 
+import decimal
 import importlib
 import logging
 import weakref
@@ -384,7 +385,21 @@ def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
         pa.int64(): pd.Int64Dtype(),
         pa.bool_(): pd.BooleanDtype(),
     }
-    return table.to_pandas(types_mapper=nullable.get, **PANDAS_OPTIONS)
+    # NUMERIC's 9 (BIGNUMERIC's 38) digits of scale; read before the table is consumed
+    decimals = [i for i, t in enumerate(table.schema.types) if pa.types.is_decimal(t)]
+    df = table.to_pandas(types_mapper=nullable.get, **PANDAS_OPTIONS)
+    for i in decimals:
+        df.isetitem(i, df.iloc[:, i].map(_plain_decimal))
+    return df
+
+
+def _plain_decimal(value: Any) -> Any:
+    """``Decimal('100.000000000')`` (NUMERIC's fixed scale) as ``Decimal('100')``, and
+    ``120.500000000`` as ``120.5``: the same value, shown as written."""
+    if not isinstance(value, decimal.Decimal) or not value.is_finite():
+        return value
+    text = format(value, "f")
+    return decimal.Decimal(text.rstrip("0").rstrip(".") if "." in text else text)
 
 
 def _field_type(field: Any) -> str:

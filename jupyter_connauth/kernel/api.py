@@ -24,20 +24,23 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..connectors import get_connector
 from ..connectors.base import ConnectionInfo, Connector, Credential
 from ..connectors.sessions import Lease
 from ..core.errors import ConnAuthError
 from .client import TOKEN_ENV, URL_ENV, BrokerAPI, ConsentNeeded, connect_broker
-from .runner import Runner
+from .runner import ConsentHandler, Runner
 from .tags import notebook_path, query_tags, with_tags
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
 __all__ = ["Kernel", "SnowflakeToken", "connect", "credentials", "engine", "kernel"]
+
+T = TypeVar("T")
 
 #: google-auth asks for a new token this long before the expiry it knows
 #: (``google.auth._helpers.REFRESH_THRESHOLD``, 3 min 45 s).
@@ -52,7 +55,10 @@ class Kernel:
         #: Tag queries at the warehouse with the Jupyter user and the notebook's path
         #: (``%config ConnAuthMagics.query_tags``).
         self.query_tags = True
-        self.runner = Runner(client, tune=self._tagged)
+        #: BigQuery jobs billing more fail before they run (0: no limit;
+        #: ``%config ConnAuthMagics.maximum_bytes_billed``).
+        self.maximum_bytes_billed = 0
+        self.runner = Runner(client, tune=self._tune)
         self.idp = "your identity provider"
         self.user: str | None = None
         try:
@@ -63,10 +69,22 @@ class Kernel:
         except ConnAuthError:
             pass
 
-    def _tagged(self, info: ConnectionInfo) -> ConnectionInfo:
+    def _tune(self, info: ConnectionInfo) -> ConnectionInfo:
+        """The kernel's settings in the driver options of every lease."""
+        if self.maximum_bytes_billed and info.connector == "bigquery":
+            options = {"maximum_bytes_billed": self.maximum_bytes_billed}
+            info = replace(info, driver_options={**options, **info.driver_options})
         if not self.query_tags:
             return info
         return with_tags(info, query_tags(self.user, notebook_path()))
+
+    def call(
+        self, name: str, op: Callable[[Connector, Any], T], on_consent: ConsentHandler | None
+    ) -> T:
+        """``op(connector, driver_connection)`` on the kernel's session of ``name``."""
+        lease = self.runner.lease(name, on_consent)
+        refetch = lambda: self.runner.lease(name, on_consent, drop=False)  # noqa: E731
+        return self.runner.sessions.run(name, lease, op, refetch=refetch)
 
     def close(self) -> None:
         self.runner.close()

@@ -186,6 +186,7 @@ def commands_help() -> str:
         lines.append(f"  {usage}\n      {help}")
     lines.append(
         "\nDefaults: %config ConnAuthMagics.max_rows / wait_timeout / poll_interval / progress"
+        " / query_tags / maximum_bytes_billed"
     )
     return "\n".join(lines)
 
@@ -228,6 +229,11 @@ _CELL_ARGUMENTS = (  # in the order the help lists them
         "--no-wait",
         action="store_true",
         help="when consent is needed, show the Authorize balloon and return",
+    ),
+    argument(
+        "--dry-run",
+        action="store_true",
+        help="BigQuery: report the bytes the query would process; nothing runs or is billed",
     ),
     argument(
         "--max-rows",

@@ -55,10 +55,16 @@ class ConnAuthMagics(Magics):
         for the warehouse's audit. Applies to the magics and to connect()/engine().""",
     ).tag(config=True)
 
-    @observe("query_tags")
-    def _query_tags_changed(self, change: Any) -> None:
+    maximum_bytes_billed = Int(
+        0,
+        help="""BigQuery: a query that would bill more bytes than this fails before it
+        runs, and nothing is billed (0: no limit). --dry-run shows a query's bytes.""",
+    ).tag(config=True)
+
+    @observe("query_tags", "maximum_bytes_billed")
+    def _kernel_setting_changed(self, change: Any) -> None:
         if self._client is not None:
-            kernel().query_tags = bool(change["new"])
+            setattr(kernel(), change["name"], change["new"])
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -73,6 +79,7 @@ class ConnAuthMagics(Magics):
         if self._client is None:
             shared = kernel()
             shared.query_tags = self.query_tags
+            shared.maximum_bytes_billed = self.maximum_bytes_billed
             self._client, self._runner, self._idp = shared.client, shared.runner, shared.idp
         return self._client
 
@@ -135,6 +142,8 @@ class ConnAuthMagics(Magics):
                     "Run the cell again after you have authorized."
                 )
                 return None
+        if opts.dry_run:
+            return self._dry_run(name, cell, params, opts.out)
         max_rows = opts.max_rows or self.max_rows
         ticker = Ticker(enabled=self.progress)
         waited = [0.0]  # seconds spent waiting for consent: not the query's time
@@ -160,6 +169,24 @@ class ConnAuthMagics(Magics):
         footer, metadata = result_footer(self.runner, name, len(df), elapsed, ticker.query_ids)
         show_table(df, footer, metadata)
         return None
+
+    def _dry_run(self, name: str, sql: str, params: Any, out: str | None) -> None:
+        lease = self.runner.lease(name, self._consent)
+        if lease.info.connector != "bigquery":
+            raise UsageError(
+                f"--dry-run is BigQuery's; {name!r} is a {lease.info.connector} connection.",
+                "remove --dry-run (EXPLAIN shows the plan on Databricks and Snowflake)",
+            )
+        processed = int(
+            kernel().call(name, lambda c, conn: getattr(c, "dry_run")(conn, sql, params), None)  # noqa: B009 - BigQuery's connector only
+        )
+        self._ns["_"] = processed
+        if out:
+            self._ns[out] = processed
+        print(
+            f"Dry run on {name}: the query would process {_bytes(processed)} "
+            f"({processed:,} bytes). Nothing ran; nothing was billed."
+        )
 
     def _params(self, raw: str | None) -> dict[str, Any] | list[Any] | None:
         if raw is None:
@@ -302,6 +329,15 @@ class ConnAuthMagics(Magics):
                 f"{out['tokens_invalidated']} user(s) will consent again."
             )
         return None
+
+
+def _bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:,.0f} {unit}" if unit == "bytes" else f"{size:,.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
 
 
 def load_ipython_extension(ipython: Any) -> None:
