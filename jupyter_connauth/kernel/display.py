@@ -37,6 +37,11 @@ def rows_bundle(rows: list[dict[str, Any]]) -> dict[str, str]:
     }
 
 
+def format_time(epoch: float) -> str:
+    """A moment with its date and time zone: ``2026-12-06 15:04:05 UTC``."""
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(epoch))
+
+
 def show_table(data: Any, footer: str | None, metadata: dict[str, Any] | None = None) -> None:
     """A DataFrame (or rows of a line command) with a one-line footer under it;
     ``metadata``: the footer output's metadata (stored in the notebook with it)."""

@@ -78,6 +78,16 @@ def positive_int(value: str) -> int:
     return int(value)
 
 
+def duration(value: str) -> float:
+    """``--for 2h``: a duration in seconds."""
+    from .preflight import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def split(line: str, form: str) -> list[str]:
     """The magic's arguments as the shell would split them (quotes removed)."""
     try:
@@ -154,6 +164,18 @@ def _build() -> _Commands:
         action="store_true",
         help="consent with another IdP account than the one stored for NAME "
         "(refused without this flag)",
+    )
+    sub = c.add(
+        "preflight",
+        "before Run All: consent for every connection the notebook's cells use, in one balloon",
+    )
+    sub.add_argument("names", nargs="*", metavar="NAME", help="more connections to check")
+    sub.add_argument(
+        "--for",
+        dest="duration",
+        metavar="DURATION",
+        type=duration,
+        help="report grants that cannot last this long (e.g. 2h, 90m)",
     )
     _connection(c.add("revoke", "forget your token (and revoke it at the IdP)"))
     _connection(c.add("test", "run a trivial query"))

@@ -20,11 +20,11 @@ from typing import Any
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 from traitlets import Bool, Float, Int, observe
 
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, ConnAuthError
 from .api import kernel
 from .balloon import wait_for_consent
 from .client import BrokerAPI, BrokerClient, ConsentNeeded
-from .display import Ticker, result_footer, show_table
+from .display import Ticker, format_time, result_footer, show_table
 from .magic_args import (
     PROG,
     ShowHelp,
@@ -36,6 +36,7 @@ from .magic_args import (
     split,
 )
 from .runner import Runner
+from .tags import notebook_path
 
 _VAR = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
@@ -225,6 +226,8 @@ class ConnAuthMagics(Magics):
                 return self._consent(answer)
             case "revoke":
                 return self._revoke(ns.name)
+            case "preflight":
+                return self._preflight(ns.names, ns.duration)
             case "test":
                 return self._test(ns.name)
             case "whoami":
@@ -259,12 +262,60 @@ class ConnAuthMagics(Magics):
                     "connection": c["name"],
                     "connector": c.get("connector"),
                     "authorized as": c.get("authorized_as") or "",
-                    "expires": time.strftime("%H:%M:%S", time.localtime(exp)) if exp else "",
+                    "expires": format_time(exp) if exp else "",
                     "scopes": " ".join(c.get("granted_scopes") or c.get("scopes") or []),
                     "status": c.get("reason_text") or c.get("message") or c["status"],
                 }
             )
         return show_table(rows, None)
+
+    def _preflight(self, extra: list[str], seconds: float | None) -> Any:
+        from . import preflight
+
+        def connection_of(line: str) -> str | None:
+            try:
+                return str(parse_cell(type(self).sql_connector, line).name)
+            except (ConnAuthError, ShowHelp):
+                return None
+
+        names = preflight.notebook_connections(notebook_path(), connection_of)
+        names += [n for n in extra if n not in names]
+        if not names:
+            raise UsageError(
+                "No connection to check: this notebook has no %%sql_connector cell.",
+                "name them: %sql_connector preflight NAME [NAME ...]",
+            )
+        consents = []
+        for name in names:
+            answer = self.client.token(name)
+            if isinstance(answer, ConsentNeeded):
+                consents.append(answer)
+        missing: list[str] = []
+        if consents:
+            missing = preflight.wait_for_all(
+                self.client,
+                consents,
+                idp=self._idp,
+                timeout=self.wait_timeout,
+                interval=self.poll_interval,
+                rich=self._rich(),
+            )
+        rows = []
+        for name in names:
+            status = self.client.status(name)
+            problem = preflight.lasting(status, seconds or 0.0)
+            rows.append(
+                {
+                    "connection": name,
+                    "authorized as": status.get("authorized_as") or "",
+                    "ready": "✘" if problem else "✔",
+                    "note": problem or "",
+                }
+            )
+        show_table(rows, None)
+        if missing:
+            raise preflight.failed(missing)
+        return None
 
     def _revoke(self, name: str) -> None:
         out = self.client.revoke(name)
