@@ -39,6 +39,7 @@ class KernelSession:
         self.sign_in_delay = 0.0  # seconds the user takes before signing in
         self.consents = 0
         self.path: str | None = None
+        self.live_text = ""  # the running cell's text so far
 
     async def start(self) -> KernelSession:
         """A kernel of its own, or with ``path`` a notebook's session's kernel (then
@@ -81,6 +82,7 @@ class KernelSession:
 
     async def run(self, code: str, *, seconds: float = 120, consent: bool = True) -> Cell:
         cell = Cell()
+        self.live_text = ""
         tasks: list[asyncio.Task[None]] = []
         seen: set[str] = set()
 
@@ -91,6 +93,7 @@ class KernelSession:
                 cell.outputs.append(out)
                 data = content.get("data") or {}
                 cell.text += content.get("text", "") + str(data.get("text/plain", "")) + "\n"
+                self.live_text = cell.text
                 for url in AUTH_URL.findall(
                     str(data.get("text/plain", "")) + content.get("text", "")
                 ):
@@ -114,3 +117,13 @@ class KernelSession:
         cell = await self.run(code, **kw)
         assert cell.status == "ok", cell.text
         return cell
+
+    async def interrupt_when(self, running: Any, seen: str, after: float = 0.0) -> None:
+        """Interrupt the kernel (the notebook's stop button: the server's interrupt API)
+        once ``seen`` appears in the running cell's output."""
+        for _ in range(600):
+            if seen in self.live_text or running.done():
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(after)
+        await self.jp_fetch("api", "kernels", self.kernel_id, "interrupt", method="POST", body="")

@@ -11,11 +11,33 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import time
 from typing import Any
 
-from ..core.errors import FlowError
+from ..core.errors import ConnAuthError, FlowError
 from .client import BrokerAPI, ConsentNeeded
+
+CONSENT_CANCELLED = "cancelled while waiting for consent; nothing ran"
+QUERY_CANCELLED = "query cancelled at the warehouse"
+
+
+class Cancelled(ConnAuthError):
+    """Ctrl-C (an interrupt): one line in the notebook, never a traceback."""
+
+    code = "cancelled"
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"\x1b[33mCancelled\x1b[0m: {self.message}"]
+
+
+def again_fix(fix: str | None, name: str) -> str:
+    """The balloon is gone once a flow fails: say what brings a new Authorize link."""
+    what = f"run the cell again (or %sql_connector authorize {name}) for a new Authorize link"
+    if not fix:
+        return what
+    return re.sub(r"(?i)click authorize again", what, fix) if "uthorize again" in fix else fix
+
 
 _STYLE = (
     "border:1px solid #d0a000;background:#fff8e1;border-radius:6px;padding:8px 12px;"
@@ -102,7 +124,8 @@ def wait_for_consent(
 ) -> dict[str, Any]:
     """Show the balloon and poll the flow until it completes, fails or times out.
 
-    Ctrl-C (interrupt) stops waiting; the flow then simply expires at the broker.
+    Ctrl-C (interrupt) stops waiting (:class:`Cancelled`); the flow then simply expires
+    at the broker.
     """
     balloon = Balloon(consent, idp, rich=rich)
     deadline = time.monotonic() + min(timeout, max(1.0, consent.expires_at - time.time()))
@@ -121,7 +144,7 @@ def wait_for_consent(
                 balloon.closed(f"authorization failed: {flow.get('message')}")
                 raise FlowError(
                     flow.get("message") or "Authorization failed.",
-                    flow.get("fix"),
+                    again_fix(flow.get("fix"), consent.connection),
                     code=flow.get("error") or "flow_error",
                 )
             if left <= 0:
@@ -135,4 +158,4 @@ def wait_for_consent(
             time.sleep(interval)
     except KeyboardInterrupt:
         balloon.closed("authorization cancelled")
-        raise
+        raise Cancelled(CONSENT_CANCELLED) from None

@@ -22,7 +22,7 @@ from traitlets import Bool, Float, Int, observe
 
 from ..core.errors import ConfigError, ConnAuthError
 from .api import kernel
-from .balloon import wait_for_consent
+from .balloon import QUERY_CANCELLED, Cancelled, wait_for_consent
 from .client import BrokerAPI, BrokerClient, ConsentNeeded
 from .display import Ticker, format_time, result_footer, show_table
 from .magic_args import (
@@ -119,7 +119,10 @@ class ConnAuthMagics(Magics):
         """Replaced by the generated help (``%sql_connector?``)."""
         try:
             if cell is not None:
-                return self._run_cell(parse_cell(type(self).sql_connector, line), cell)
+                try:
+                    return self._run_cell(parse_cell(type(self).sql_connector, line), cell)
+                except KeyboardInterrupt:  # during the query (consent raises Cancelled)
+                    raise Cancelled(QUERY_CANCELLED) from None
             argv = split(line, PROG)
             if not argv or argv[0] in ("-h", "--help"):
                 print(plain_help(type(self).sql_connector.__doc__ or ""))

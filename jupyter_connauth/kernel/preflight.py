@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import FlowError
-from .balloon import balloon_html, balloon_text
+from .balloon import CONSENT_CANCELLED, Cancelled, balloon_html, balloon_text
 from .client import BrokerAPI, ConsentNeeded
 from .display import format_time
 
@@ -136,7 +136,7 @@ def wait_for_all(
             time.sleep(interval)
     except KeyboardInterrupt:
         balloon.close("cancelled: run %sql_connector preflight again")
-        raise
+        raise Cancelled(CONSENT_CANCELLED) from None
     balloon.show("")
     return [c.connection for c in consents if not balloon.status[c.connection].startswith("auth")]
 
