@@ -83,3 +83,31 @@ async def test_labels_dry_run_and_bytes_limit(shell, bigquery, monkeypatch, caps
     capsys.readouterr()
     r = await shell.run("%%sql_connector bq --dry-run\nSELECT 1")  # reads no table
     assert r.error_in_exec is None and "would process 0 bytes (0 bytes)" in capsys.readouterr().out
+
+
+async def test_engine_and_credentials_for_bigquery(shell, bigquery):
+    """sqlalchemy-bigquery on a DB-API connection over our client; google-auth
+    Credentials whose refresh_handler asks the broker."""
+    code = (
+        "import pandas as pd\n"
+        "from google.cloud import bigquery\n"
+        "from jupyter_connauth import credentials, engine\n"
+        "eng = engine('bq')\n"
+        "df = pd.read_sql('SELECT owner, amount FROM demo.sales ORDER BY amount', eng)\n"
+        "creds = credentials('bq')\n"
+        "expiry = creds.expiry\n"
+        "creds.token = None  # as if expired: google-auth asks the refresh_handler\n"
+        f"client = bigquery.Client(project={PROJECT!r}, credentials=creds,\n"
+        f"    client_options={{'api_endpoint': {bigquery.endpoint!r}}})\n"
+        "who = list(client.query('SELECT SESSION_USER() AS u').result())[0]['u']\n"
+        "client.close(); eng.dispose()\n"
+    )
+    running = asyncio.ensure_future(shell.run(code))
+    await sign_in_when_asked(shell, "alice")
+    result = await running
+    assert result.error_in_exec is None, result.error_in_exec
+    ns = shell.ip.user_ns
+    assert set(ns["df"]["owner"]) == {"alice@example.com"} and len(ns["df"]) == 2
+    assert ns["eng"].dialect.name == "bigquery"
+    assert ns["who"] == "alice@example.com" and ns["expiry"] is not None
+    assert ns["creds"].token  # refreshed through the broker

@@ -108,9 +108,8 @@ class Kernel:
 
     def lease(self, name: str, *, ask: bool = True) -> Lease:
         """The broker's credential for ``name``; with ``ask``, consent is asked when
-        needed (never from a driver's background thread: it raises there instead)."""
-        on_main = threading.current_thread() is threading.main_thread()
-        return self.runner.lease(name, self.consent if ask and on_main else None)
+        needed (else :class:`ConsentRequired` with the fix)."""
+        return self.runner.lease(name, self.consent if ask else None)
 
     def renewer(self, name: str, first: Credential) -> Callable[[], Credential]:
         """For drivers that ask for the credential themselves: the broker's current one
@@ -246,7 +245,9 @@ def google_credentials(k: Kernel, name: str, lease: Lease) -> Any:
     from google.oauth2.credentials import Credentials
 
     def refresh_handler(request: Any, scopes: Any = None) -> tuple[str, dt.datetime]:
-        cred = k.lease(name).credential
+        # consent only where the user is (a cell's thread), never from a driver's pool
+        on_main = threading.current_thread() is threading.main_thread()
+        cred = k.lease(name, ask=on_main).credential
         expiry = google_expiry(cred.expires_at) or _utc(time.time() + 3600)
         assert expiry is not None
         return cred.token, expiry
