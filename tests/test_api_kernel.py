@@ -118,3 +118,42 @@ async def test_credentials_provider_renews_across_expiries(kernel, warehouse):  
         )
         assert "USERS ['alice@example.com'] 4" in cell.text, cell.text
         assert "ConnAuthCredentials()" in cell.text and "eyJ" not in cell.text
+
+
+async def test_connect_in_a_script_prints_the_link(kernel_env, jp_auth_header, warehouse):  # noqa: F811
+    """No IPython (a script in the server's terminal): the link goes to stderr, the user
+    signs in, and the script goes on as them."""
+    import asyncio
+    import os
+    import re
+
+    from tests.kernel_session import AUTH_URL
+
+    code = (
+        "from jupyter_connauth import connect\n"
+        "c = connect('lake'); cur = c.cursor(); cur.execute('SELECT current_user()')\n"
+        "print('USER', cur.fetchall()[0][0]); c.close()\n"
+    )
+    env = {
+        **os.environ,
+        "JUPYTER_CONNAUTH_URL": kernel_env["url"],
+        "JUPYTER_CONNAUTH_TOKEN": kernel_env["token"],
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, env=env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None and proc.stdout is not None
+    err = b""
+    while not AUTH_URL.search(err.decode()):
+        line = await asyncio.wait_for(proc.stderr.readline(), 60)
+        assert line, err.decode()
+        err += line
+    assert "Authorize lake" in err.decode()
+    session = KernelSession(None, None, jp_auth_header)
+    await session._sign_in(AUTH_URL.search(err.decode()).group(1))
+    out, rest = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, (err + rest).decode()
+    assert re.search(r"USER alice@example\.com", out.decode())
+    assert "Authorized as alice@example.com for lake" in rest.decode()
+    assert "{'text/plain'" not in (err + rest).decode()

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import decimal
-from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from tests.idp_fixture import TestIdP
 from tests.ipython_shell import sign_in_when_asked
-from tests.servers.bigquery.fixture import BigQueryServer
-from tests.test_stack_bigquery import BQ, PROJECT, connections, idp_config  # noqa: F401
+from tests.test_stack_bigquery import PROJECT, bigquery, connections, idp_config  # noqa: F401
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -23,25 +21,11 @@ NOTEBOOK = "/home/alice/Sales Q3.ipynb"
 
 
 @pytest.fixture
-def bigquery(idp: TestIdP) -> Iterator[BigQueryServer]:
-    srv = BigQueryServer(
-        {
-            "project": PROJECT,
-            "jwks_url": idp.discovery()["jwks_uri"],
-            "issuer": idp.issuer,
-            "audience": BQ,
-            "users": {"alice@example.com": ["demo"], "bob@example.com": ["demo"]},
-            "table_bytes": {"demo.sales": SALES_BYTES},
-        }
-    )
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
+def bigquery_extra() -> dict[str, Any]:
+    return {"table_bytes": {"demo.sales": SALES_BYTES}}
 
 
-async def test_labels_dry_run_and_bytes_limit(shell, bigquery, monkeypatch, capsys):
+async def test_labels_dry_run_and_bytes_limit(shell, bigquery, monkeypatch, capsys):  # noqa: F811
     monkeypatch.setenv("JPY_SESSION_NAME", NOTEBOOK)  # jupyter_server sets it for kernels
     cell = "%%sql_connector bq -o df\nSELECT region, amount FROM demo.sales ORDER BY amount"
     running = asyncio.ensure_future(shell.run(cell))
@@ -85,7 +69,7 @@ async def test_labels_dry_run_and_bytes_limit(shell, bigquery, monkeypatch, caps
     assert r.error_in_exec is None and "would process 0 bytes (0 bytes)" in capsys.readouterr().out
 
 
-async def test_engine_and_credentials_for_bigquery(shell, bigquery):
+async def test_engine_and_credentials_for_bigquery(shell, bigquery):  # noqa: F811
     """sqlalchemy-bigquery on a DB-API connection over our client; google-auth
     Credentials whose refresh_handler asks the broker."""
     code = (

@@ -20,7 +20,6 @@ import datetime as dt
 import inspect
 import os
 import re
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from ..connectors import get_connector
 from ..connectors.base import ConnectionInfo, Connector, Credential
 from ..connectors.sessions import Lease
 from ..core.errors import ConnAuthError
+from .balloon import in_ipython
 from .client import TOKEN_ENV, URL_ENV, BrokerAPI, ConsentNeeded, connect_broker
 from .runner import ConsentHandler, Runner
 from .tags import notebook_path, query_tags, with_tags
@@ -160,11 +160,11 @@ def kernel() -> Kernel:
 
 
 def _shell() -> Any:
-    if "IPython" not in sys.modules:
+    if not in_ipython():
         return None
     from IPython.core.interactiveshell import InteractiveShell
 
-    return InteractiveShell.instance() if InteractiveShell.initialized() else None
+    return InteractiveShell.instance()
 
 
 def _dbapi(connector: Connector, client: Any) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import sys
 import time
 from typing import Any
 
@@ -77,14 +78,44 @@ def balloon_text(consent: ConsentNeeded, idp: str) -> str:
     )
 
 
-class Balloon:
-    """Shows the balloon (display handle updates: works with or without widgets)."""
+class LiveOutput:
+    """One output of the running cell, replaced in place (a display handle: works with
+    or without widgets, and kernel → frontend messages flow while the cell runs)."""
+
+    _handle: Any = None
+    _printed = False
+
+    def publish(self, bundle: dict[str, str], *, final: bool = False) -> None:
+        """Show or replace the output. Outside IPython (a script, the terminal) the
+        text goes to stderr: the first one (the link) and the final one only."""
+        if not in_ipython():
+            if final or not self._printed:
+                print(bundle["text/plain"], file=sys.stderr, flush=True)
+                self._printed = True
+            return
+        from IPython.display import display
+
+        if self._handle is None:
+            self._handle = display(bundle, raw=True, display_id=True)
+        else:
+            self._handle.update(bundle, raw=True)
+
+
+def in_ipython() -> bool:
+    if "IPython" not in sys.modules:
+        return False
+    from IPython.core.interactiveshell import InteractiveShell
+
+    return InteractiveShell.initialized()
+
+
+class Balloon(LiveOutput):
+    """Shows the balloon."""
 
     def __init__(self, consent: ConsentNeeded, idp: str, *, rich: bool) -> None:
         self.consent = consent
         self.idp = idp
         self.rich = rich
-        self._handle: Any = None
 
     def _bundle(self, status: str) -> dict[str, str]:
         bundle = {"text/plain": balloon_text(self.consent, self.idp) + status}
@@ -93,24 +124,19 @@ class Balloon:
         return bundle
 
     def show(self, status: str) -> None:
-        from IPython.display import display
-
-        if self._handle is None:
-            self._handle = display(self._bundle(status), raw=True, display_id=True)
-        else:
-            self._handle.update(self._bundle(status), raw=True)
+        self.publish(self._bundle(status))
 
     def closed(self, status: str) -> None:
         """The flow is over without success: keep the status, drop the link."""
         text = f"{self.consent.connection}: {status}"
-        if self._handle is not None:
-            self._handle.update({"text/plain": text, "text/html": html.escape(text)}, raw=True)
+        if self._handle is not None or self._printed:
+            self.publish({"text/plain": text, "text/html": html.escape(text)}, final=True)
 
     def done(self, identity: str | None) -> None:
         who = f" as {identity}" if identity else ""
         line = f"Authorized{who} for {self.consent.connection}"
-        if self._handle is not None:
-            self._handle.update({"text/plain": line, "text/html": html.escape(line)}, raw=True)
+        if self._handle is not None or self._printed:
+            self.publish({"text/plain": line, "text/html": html.escape(line)}, final=True)
 
 
 def wait_for_consent(

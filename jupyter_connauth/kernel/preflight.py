@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import FlowError
-from .balloon import CONSENT_CANCELLED, Cancelled, balloon_html, balloon_text
+from .balloon import CONSENT_CANCELLED, Cancelled, LiveOutput, balloon_html, balloon_text
 from .client import BrokerAPI, ConsentNeeded
 from .display import format_time
 
@@ -60,7 +60,7 @@ def notebook_connections(path: str | None, parse: Callable[[str], str | None]) -
     return names
 
 
-class MultiBalloon:
+class MultiBalloon(LiveOutput):
     """One balloon with an Authorize link per connection, updated as each completes."""
 
     def __init__(self, consents: list[ConsentNeeded], idp: str, *, rich: bool) -> None:
@@ -68,7 +68,6 @@ class MultiBalloon:
         self.idp = idp
         self.rich = rich
         self.status = {c.connection: "waiting for you to sign in" for c in consents}
-        self._handle: Any = None
 
     def _bundle(self, footer: str) -> dict[str, str]:
         live = [c for c in self.consents if self.status[c.connection].startswith("waiting")]
@@ -87,19 +86,14 @@ class MultiBalloon:
         return bundle
 
     def show(self, footer: str) -> None:
-        from IPython.display import display
-
-        if self._handle is None:
-            self._handle = display(self._bundle(footer), raw=True, display_id=True)
-        else:
-            self._handle.update(self._bundle(footer), raw=True)
+        self.publish(self._bundle(footer))
 
     def close(self, status: str) -> None:
         """Every link still live is dropped (no live authorize URL stays in the notebook)."""
         for c in self.consents:
             if self.status[c.connection].startswith("waiting"):
                 self.status[c.connection] = status
-        self.show("")
+        self.publish(self._bundle(""), final=True)
 
 
 def wait_for_all(
