@@ -99,7 +99,7 @@ async def test_connect_engine_and_jupysql_as_the_user(kernel, jp_fetch, warehous
 async def test_credentials_provider_renews_across_expiries(kernel, warehouse):  # noqa: F811
     async with kernel:
         """The IdP's tokens live 8 s: one driver connection made with credentials('lake')
-        keeps working for 24 s, each request carrying the broker's current token (the local
+        keeps working for 15 s, each request carrying the broker's current token (the local
         warehouse rejects an expired token on every request, as Databricks does)."""
         conn = lake(warehouse)
         cell = await kernel.ok(
@@ -111,12 +111,12 @@ async def test_credentials_provider_renews_across_expiries(kernel, warehouse):  
             f"    http_path={conn['http_path']!r}, credentials_provider=creds,\n"
             f"    **{conn['driver_options']!r})\n"
             "seen = []\n"
-            "for i in range(4):\n"
+            "for i in range(3):\n"
             "    cur = conn.cursor(); cur.execute('SELECT current_user()')\n"
-            "    seen.append(cur.fetchall()[0][0]); cur.close(); time.sleep(6)\n"
+            "    seen.append(cur.fetchall()[0][0]); cur.close(); time.sleep(5)\n"
             "print('USERS', sorted(set(seen)), len(seen))\n"
         )
-        assert "USERS ['alice@example.com'] 4" in cell.text, cell.text
+        assert "USERS ['alice@example.com'] 3" in cell.text, cell.text
         assert "ConnAuthCredentials()" in cell.text and "eyJ" not in cell.text
 
 

@@ -12,12 +12,18 @@ from typing import Any
 import pytest
 
 from tests.ipython_shell import sign_in_when_asked
-from tests.test_stack_bigquery import PROJECT, bigquery, connections, idp_config  # noqa: F401
+from tests.test_stack_bigquery import BQ, BQ_SCOPE, PROJECT, bigquery, connections  # noqa: F401
 
 pytestmark = pytest.mark.timeout(180)
 
 SALES_BYTES = 1_234_567  # what a query reading demo.sales processes, in this test bed
 NOTEBOOK = "/home/alice/Sales Q3.ipynb"
+
+
+@pytest.fixture
+def idp_config() -> dict[str, Any]:
+    # tokens of 8 s: google-auth's Credentials must renew through the broker
+    return {"resources": {BQ: {"audience": BQ, "scopes": [BQ_SCOPE]}}, "access_token_ttl": 8}
 
 
 @pytest.fixture
@@ -83,7 +89,12 @@ async def test_engine_and_credentials_for_bigquery(shell, bigquery):  # noqa: F8
         "creds.token = None  # as if expired: google-auth asks the refresh_handler\n"
         f"client = bigquery.Client(project={PROJECT!r}, credentials=creds,\n"
         f"    client_options={{'api_endpoint': {bigquery.endpoint!r}}})\n"
-        "who = list(client.query('SELECT SESSION_USER() AS u').result())[0]['u']\n"
+        "import time\n"
+        "seen = []\n"
+        "for i in range(3):  # 15 s: two tokens' lifetimes, one client\n"
+        "    seen.append(list(client.query('SELECT SESSION_USER() AS u').result())[0]['u'])\n"
+        "    time.sleep(5)\n"
+        "who = set(seen)\n"
         "client.close(); eng.dispose()\n"
     )
     running = asyncio.ensure_future(shell.run(code))
@@ -93,5 +104,7 @@ async def test_engine_and_credentials_for_bigquery(shell, bigquery):  # noqa: F8
     ns = shell.ip.user_ns
     assert set(ns["df"]["owner"]) == {"alice@example.com"} and len(ns["df"]) == 2
     assert ns["eng"].dialect.name == "bigquery"
-    assert ns["who"] == "alice@example.com" and ns["expiry"] is not None
+    assert ns["who"] == {"alice@example.com"} and ns["expiry"] is not None
+    assert len(ns["seen"]) == 3
+    assert bigquery.stats()["unauthenticated"] == 0  # never sent an expired token
     assert ns["creds"].token  # refreshed through the broker

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
+import math
 import os
 import re
 import threading
@@ -45,6 +46,11 @@ T = TypeVar("T")
 #: google-auth asks for a new token this long before the expiry it knows
 #: (``google.auth._helpers.REFRESH_THRESHOLD``, 3 min 45 s).
 GOOGLE_REFRESH_THRESHOLD = 225.0
+#: The token google-auth holds, this close to its expiry, is not handed back to it (it
+#: would refuse it as already expired): the broker is asked again until it has renewed
+#: it, for up to RENEWAL_WAIT seconds.
+ALMOST_EXPIRED = 15.0
+RENEWAL_WAIT = 30.0
 
 
 class Kernel:
@@ -247,12 +253,21 @@ def google_credentials(k: Kernel, name: str, lease: Lease) -> Any:
     def refresh_handler(request: Any, scopes: Any = None) -> tuple[str, dt.datetime]:
         # consent only where the user is (a cell's thread), never from a driver's pool
         on_main = threading.current_thread() is threading.main_thread()
-        cred = k.lease(name, ask=on_main).credential
+        give_up = time.monotonic() + RENEWAL_WAIT
+        while True:
+            cred = k.lease(name, ask=on_main).credential
+            left = (cred.expires_at or math.inf) - time.time()
+            renewed = cred.token != handed[0]
+            if renewed or left > ALMOST_EXPIRED or time.monotonic() > give_up:
+                break
+            time.sleep(0.5)  # the broker renews a token only in its last moments
+        handed[0] = cred.token
         expiry = google_expiry(cred.expires_at) or _utc(time.time() + 3600)
         assert expiry is not None
         return cred.token, expiry
 
     cred = lease.credential
+    handed = [cred.token]  # the token google-auth holds
     return Credentials(
         cred.token, expiry=google_expiry(cred.expires_at), refresh_handler=refresh_handler
     )
