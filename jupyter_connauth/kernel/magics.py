@@ -154,10 +154,12 @@ class ConnAuthMagics(Magics):
 
         def on_consent(answer: ConsentNeeded) -> None:
             began = time.perf_counter()
+            ticker.status("waiting for your consent")
             try:
                 self._consent(answer)
             finally:
                 waited[0] += time.perf_counter() - began
+                ticker.status("running")
 
         started = time.perf_counter()
         try:
