@@ -21,6 +21,7 @@ from .client import BrokerAPI, ConsentNeeded
 
 CONSENT_CANCELLED = "cancelled while waiting for consent; nothing ran"
 QUERY_CANCELLED = "query cancelled at the warehouse"
+NOTHING_RAN = "cancelled; nothing ran"
 
 
 class Cancelled(ConnAuthError):

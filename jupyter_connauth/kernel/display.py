@@ -70,6 +70,7 @@ class Ticker:
         self.every = every
         self._status = "running"
         self.query_ids: list[str] = []
+        self.submitted = False
         self._start = time.monotonic()
         self._stop = threading.Event()
         self._handle: Any = None
@@ -81,7 +82,11 @@ class Ticker:
     def status(self, text: str) -> None:
         self._status = text
 
-    __call__ = status  # the connectors' progress callback
+    def __call__(self, text: str) -> None:
+        """The connectors' progress callback: their first call comes as the statement
+        is submitted (``submitted``: an interrupt then cancels it at the warehouse)."""
+        self.submitted = True
+        self.status(text)
 
     def query_id(self, query_id: str) -> None:
         """The warehouse's id of the statement (connectors.base.note_query_id)."""

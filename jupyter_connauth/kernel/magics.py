@@ -22,7 +22,7 @@ from traitlets import Bool, Float, Int, observe
 
 from ..core.errors import ConfigError, ConnAuthError
 from .api import kernel
-from .balloon import QUERY_CANCELLED, Cancelled, wait_for_consent
+from .balloon import NOTHING_RAN, QUERY_CANCELLED, Cancelled, wait_for_consent
 from .client import BrokerAPI, BrokerClient, ConsentNeeded
 from .display import Ticker, format_time, result_footer, show_table
 from .magic_args import (
@@ -119,10 +119,7 @@ class ConnAuthMagics(Magics):
         """Replaced by the generated help (``%sql_connector?``)."""
         try:
             if cell is not None:
-                try:
-                    return self._run_cell(parse_cell(type(self).sql_connector, line), cell)
-                except KeyboardInterrupt:  # during the query (consent raises Cancelled)
-                    raise Cancelled(QUERY_CANCELLED) from None
+                return self._run_cell(parse_cell(type(self).sql_connector, line), cell)
             argv = split(line, PROG)
             if not argv or argv[0] in ("-h", "--help"):
                 print(plain_help(type(self).sql_connector.__doc__ or ""))
@@ -131,6 +128,8 @@ class ConnAuthMagics(Magics):
         except ShowHelp as e:
             print(e.text)
             return None
+        except KeyboardInterrupt:  # outside a consent wait or a query (they say more)
+            raise Cancelled(NOTHING_RAN) from None
 
     def _run_cell(self, opts: argparse.Namespace, cell: str) -> Any:
         name = opts.name
@@ -166,6 +165,8 @@ class ConnAuthMagics(Magics):
             df = self.runner.query(
                 name, cell, params, max_rows=max_rows, on_consent=on_consent, progress=ticker
             )
+        except KeyboardInterrupt:  # the connectors cancel a submitted statement first
+            raise Cancelled(QUERY_CANCELLED if ticker.submitted else NOTHING_RAN) from None
         finally:
             ticker.stop()
         elapsed = time.perf_counter() - started - waited[0]
