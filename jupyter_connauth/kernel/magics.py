@@ -87,8 +87,9 @@ class ConnAuthMagics(Magics):
     @property
     def runner(self) -> Runner:
         if self._runner is None:
-            self.client  # noqa: B018 - sets the shared runner
-            assert self._runner is not None
+            client = self.client  # sets the shared runner
+            if self._runner is None:  # a client given from outside (tests, scripts)
+                self._runner = Runner(client)
         return self._runner
 
     @property
