@@ -123,18 +123,18 @@ class Kernel:
         last = [first]
 
         def renew() -> Credential:
-            try:
-                last[0] = self.lease(name, ask=False).credential
+            try:  # from the driver's thread: never a prompt, never a session closed
+                last[0] = self.runner.lease(name, None, drop=False).credential
             except ConnAuthError:
                 pass
             return last[0]
 
         return renew
 
-    def open(self, name: str, lease: Lease, info: ConnectionInfo | None = None) -> Any:
+    def open(self, name: str, lease: Lease) -> Any:
         """A driver connection (BigQuery: a ``bigquery.Client``) for ``lease``; known
         driver errors become :class:`ConnAuthError` with the fix."""
-        info = info or lease.info
+        info = lease.info
         connector = get_connector(info.connector)
         kwargs: dict[str, Any] = {}
         if "renew" in inspect.signature(connector.connect).parameters:
@@ -186,9 +186,9 @@ def _dbapi(connector: Connector, client: Any) -> Any:
 def connect(name: str) -> Any:
     """The official driver's DB-API 2.0 connection to connection ``name``, as you.
 
-    Snowflake: ``snowflake.connector`` (server-side binding, ``?`` or ``:name``... as
-    ``paramstyle="qmark"``); Databricks: ``databricks.sql``; BigQuery:
-    ``google.cloud.bigquery.dbapi``. Consent is asked first when needed. Close it when
+    Snowflake: ``snowflake.connector`` with ``paramstyle="qmark"`` (``?`` placeholders,
+    bound at Snowflake); Databricks: ``databricks.sql`` (``:name``); BigQuery:
+    ``google.cloud.bigquery.dbapi`` (``%(name)s``). Consent is asked first when needed. Close it when
     done (or use it in a ``with`` block where the driver supports that)."""
     k = kernel()
     lease = k.lease(name)
