@@ -188,8 +188,8 @@ def connect(name: str) -> Any:
 
     Snowflake: ``snowflake.connector`` with ``paramstyle="qmark"`` (``?`` placeholders,
     bound at Snowflake); Databricks: ``databricks.sql`` (``:name``); BigQuery:
-    ``google.cloud.bigquery.dbapi`` (``%(name)s``). Consent is asked first when needed. Close it when
-    done (or use it in a ``with`` block where the driver supports that)."""
+    ``google.cloud.bigquery.dbapi`` (``%(name)s``). Consent is asked first when needed.
+    Close it when done (or use it in a ``with`` block where the driver supports that)."""
     k = kernel()
     lease = k.lease(name)
     return _dbapi(get_connector(lease.info.connector), k.open(name, lease))
