@@ -1,17 +1,34 @@
 """Per-user OAuth for data connectors in Jupyter.
 
+    from jupyter_connauth import connect, engine, credentials
+
 Importing this package stays light: it pulls in neither jupyter_server, IPython
-nor any warehouse driver. The server extension, the magics and the connectors are
-loaded only by the entry points below.
+nor any warehouse driver. The server extension, the magics, the connectors and the
+Python API (``connect``, ``engine``, ``credentials``: jupyter_connauth/kernel/api.py)
+are loaded only when first used.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 
-__all__ = ["__version__", "load_ipython_extension"]
+if TYPE_CHECKING:
+    from .kernel.api import connect, credentials, engine
+
+__all__ = ["__version__", "connect", "credentials", "engine", "load_ipython_extension"]
+
+_API = ("connect", "credentials", "engine")
+
+
+def __getattr__(name: str) -> Any:
+    """``connect``, ``engine`` and ``credentials`` load the kernel side on first use."""
+    if name in _API:
+        from .kernel import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:

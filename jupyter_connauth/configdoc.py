@@ -75,6 +75,8 @@ ENV_HELP = {
     "JUPYTER_CONNAUTH_TOKEN": "set by the server for the kernels it starts: the kernels' "
     "secret for the broker API",
     "JUPYTERHUB_USER": "set by JupyterHub: whose tokens a single-user server or kernel holds",
+    "JPY_SESSION_NAME": "set by jupyter_server for the kernel of a notebook: its path, in the "
+    "query tags at the warehouse and for %sql_connector preflight",
     "JUPYTERHUB_API_URL": "set by JupyterHub for its services: the hub's API",
     "JUPYTERHUB_API_TOKEN": "set by JupyterHub: the service's (or user server's) token for "
     "the hub's API",

@@ -1419,6 +1419,36 @@ def quickstart() -> list[Cell]:
         code("%sql_connector status"),
         md(
             """
+            ## From Python: pandas and JupySQL as you
+
+            `connect`, `engine` and `credentials` give any code the same identity: the
+            official driver's connection, a SQLAlchemy engine whose every pooled
+            connection gets a fresh credential, and credentials objects for the SDKs.
+            """
+        ),
+        code(
+            """
+            import pandas as pd
+
+            from jupyter_connauth import engine
+
+            eng = engine("databricks")
+            pd.read_sql("SELECT region, amount, owner FROM main.demo.sales", eng)
+            """
+        ),
+        md(
+            """
+            JupySQL (`pip install jupysql`) runs per user through the same engine:
+
+            ```python
+            %load_ext sql
+            %sql eng
+            %sql SELECT owner, SUM(amount) AS total FROM main.demo.sales GROUP BY owner
+            ```
+            """
+        ),
+        md(
+            """
             ## Revoke, and consent again
 
             Revoking forgets your token (and revokes it at the IdP). The next query asks for

@@ -23,12 +23,14 @@ class Shell:
             monkeypatch.setenv("JUPYTER_CONNAUTH_TOKEN", env["token"])
         self.ip = InteractiveShell.instance()
         self.outputs: list[dict[str, Any]] = []
+        self.metadata: list[dict[str, Any]] = []  # each output's metadata, in order
         self.lock = threading.Lock()
         pub = self.ip.display_pub
 
         def publish(data: dict[str, Any], metadata: Any = None, **kw: Any) -> None:
             with self.lock:
                 self.outputs.append(dict(data))
+                self.metadata.append(dict(metadata or {}))
 
         monkeypatch.setattr(pub, "publish", publish)
         self.ip.run_line_magic("load_ext", "jupyter_connauth")

@@ -88,7 +88,10 @@ async def test_interrupt_cancels_the_wait_and_drops_the_link(shell):
             ctypes.c_ulong(t.ident), ctypes.py_object(KeyboardInterrupt)
         )
     result = await running
-    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    err = result.error_in_exec  # one line, no traceback
+    assert err._render_traceback_() == [
+        "\x1b[33mCancelled\x1b[0m: cancelled while waiting for consent; nothing ran"
+    ]
     last = shell.outputs[-1]
     assert "cancelled" in str(last.get("text/plain"))
     assert "/auth?" not in str(last)
@@ -257,3 +260,29 @@ async def test_switch_account_through_the_server(shell):
     result = await running
     assert result.error_in_exec is None, result.error_in_exec
     assert "Authorized as bob@example.com for sales" in shell.text()
+
+
+async def test_consent_refused_at_the_idp_says_how_to_get_a_new_link(shell):
+    """The user clicks Cancel at the IdP: the balloon's link is gone, so the fix says
+    what brings a new one (not "click Authorize again")."""
+    import re
+
+    import httpx2
+
+    from tests.idp_fixture import headless_login
+
+    running = asyncio.ensure_future(shell.run("%%sql_connector sales\nSELECT 1"))
+    for _ in range(200):
+        m = re.search(r"(http://127\.0\.0\.1:\d+/auth\?\S+)", shell.text())
+        if m:
+            break
+        await asyncio.sleep(0.05)
+    assert m, shell.text()
+    callback = await asyncio.to_thread(headless_login, m.group(1), "alice", abort=True)
+    async with httpx2.AsyncClient(headers=shell.browser_headers) as http:
+        await http.get(callback)
+    result = await running
+    err = result.error_in_exec
+    assert err is not None and "for a new Authorize link" in str(err.fix), err.fix
+    assert "run the cell again (or %sql_connector authorize sales)" in str(err.fix)
+    assert "/auth?" not in str(shell.outputs[-1])

@@ -27,7 +27,13 @@ def idp_config() -> dict[str, Any]:
 
 
 @pytest.fixture
-def bigquery(idp: TestIdP) -> Iterator[BigQueryServer]:
+def bigquery_extra() -> dict[str, Any]:
+    """More local-BigQuery config for a test module (e.g. table_bytes)."""
+    return {}
+
+
+@pytest.fixture
+def bigquery(idp: TestIdP, bigquery_extra: dict[str, Any]) -> Iterator[BigQueryServer]:
     srv = BigQueryServer(
         {
             "project": PROJECT,
@@ -35,6 +41,7 @@ def bigquery(idp: TestIdP) -> Iterator[BigQueryServer]:
             "issuer": idp.issuer,
             "audience": BQ,
             "users": {"alice@example.com": ["demo"], "bob@example.com": ["demo"]},
+            **bigquery_extra,
         }
     )
     srv.start()

@@ -4,6 +4,7 @@ real IdP → the official driver → a local Snowflake that checks tokens like S
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,10 @@ async def test_cell_waits_for_consent_then_shows_rows(shell, snowflake, broker):
     assert shell.ip.user_ns["_"] is df
     text = shell.text()
     assert "Authorized as alice@example.com for sales" in text
-    assert "3 rows in" in text
+    assert "alice@example.com · snowflake · 3 rows · " in text  # the footer: who ran it
+    # the warehouse's audit: the session's QUERY_TAG names the Jupyter user
+    tag = json.loads(snowflake.stats()["query_tags"][-1])
+    assert tag["jupyter_user"] == "alice" and tag["app"] == "jupyter-connauth"
     logins = snowflake.stats()["logins"]
     # again: no balloon, no new login at the warehouse
     shell.outputs.clear()

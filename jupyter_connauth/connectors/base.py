@@ -76,6 +76,15 @@ class Credential:
 Renew = Callable[[], Credential]
 
 
+def note_query_id(progress: Progress | None, query_id: Any) -> None:
+    """Tell the caller the warehouse's id of the statement (Snowflake's query id,
+    Databricks' statement id, BigQuery's job id) when its ``progress`` callback has a
+    ``query_id`` method (the magic's ticker: the result's footer and metadata)."""
+    hook = getattr(progress, "query_id", None)
+    if callable(hook) and query_id:
+        hook(str(query_id))
+
+
 def with_token(options: Mapping[str, Any], token: str) -> dict[str, Any]:
     """``driver_options`` with ``{ACCESS_TOKEN}`` replaced wherever a driver wants it."""
 

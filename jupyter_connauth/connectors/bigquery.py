@@ -14,6 +14,8 @@ for unqualified table names).
   ``http://host:port`` for a local emulator's plaintext gRPC (see bigquery_storage.py).
 - ``retry_deadline`` (seconds, default: the driver's 600): how long the driver keeps
   retrying transient failures (connection refused, 5xx, rate limits) before giving up.
+- ``job_labels`` (dict): labels of every query job (the kernel's query tags).
+- ``maximum_bytes_billed`` (int): jobs that would bill more fail before they run.
 
 Credentials: google-auth's ``Credentials(token, expiry=..., refresh_handler=...)``, the
 form google-auth provides for tokens from a token broker ("useful in particular for
@@ -38,6 +40,7 @@ FLOAT64 → ``float64``, STRING → pandas' string dtype, TIMESTAMP →
 
 from __future__ import annotations
 
+import decimal
 import importlib
 import logging
 import time
@@ -61,6 +64,7 @@ from .base import (
     Params,
     Progress,
     Renew,
+    note_query_id,
     with_token,
 )
 from .bigquery_errors import (
@@ -86,7 +90,13 @@ log = logging.getLogger(__name__)
 RECHECK_SECONDS = 10.0
 
 #: Our own driver_options, removed before the rest goes to ``bigquery.Client``.
-OWN_OPTIONS = ("use_storage_api", "storage_api_endpoint", "retry_deadline")
+OWN_OPTIONS = (
+    "use_storage_api",
+    "storage_api_endpoint",
+    "retry_deadline",
+    "job_labels",
+    "maximum_bytes_billed",
+)
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,8 @@ class _Settings:
     use_storage_api: bool = True
     retry_deadline: float | None = None
     storage_api_endpoint: str | None = None
+    job_labels: Mapping[str, str] | None = None
+    maximum_bytes_billed: int | None = None
 
 
 class BigQueryConnector(Connector):
@@ -122,6 +134,8 @@ class BigQueryConnector(Connector):
             use_storage_api=_flag(options.pop("use_storage_api", True)),
             retry_deadline=_optional_float(options.pop("retry_deadline", None)),
             storage_api_endpoint=options.pop("storage_api_endpoint", None) or None,
+            job_labels=dict(options.pop("job_labels", None) or {}) or None,
+            maximum_bytes_billed=_optional_int(options.pop("maximum_bytes_billed", None)),
         )
         client = bigquery.Client(
             project=project,
@@ -178,6 +192,24 @@ class BigQueryConnector(Connector):
         bigquery = self.driver()
         return [query_parameter(bigquery, str(name), value) for name, value in params.items()]
 
+    def job_config(self, client: Any, params: Params, **kwargs: Any) -> Any:
+        """The query job's config: bound parameters, the labels and the byte limit."""
+        settings = self._settings_for(client)
+        config = self.driver().QueryJobConfig(
+            query_parameters=self.query_parameters(params), **kwargs
+        )
+        if settings.job_labels:
+            config.labels = dict(settings.job_labels)
+        if settings.maximum_bytes_billed is not None:
+            config.maximum_bytes_billed = settings.maximum_bytes_billed
+        return config
+
+    def dry_run(self, client: Any, sql: str, params: Params = None) -> int:
+        """The bytes the query would process (a dry run: nothing runs, nothing is billed)."""
+        config = self.job_config(client, params, dry_run=True, use_query_cache=False)
+        job = client.query(sql, job_config=config, **self._job_retry(client)[0])
+        return int(job.total_bytes_processed or 0)
+
     def _run(
         self,
         client: Any,
@@ -187,10 +219,10 @@ class BigQueryConnector(Connector):
         progress: Progress | None,
     ) -> Any:
         """Run the job and wait for it: the finished RowIterator."""
-        bigquery = self.driver()
-        job_config = bigquery.QueryJobConfig(query_parameters=self.query_parameters(params))
+        job_config = self.job_config(client, params)
         query_retry, result_retry = self._job_retry(client)
         job = client.query(sql, job_config=job_config, job_id_prefix="connauth_", **query_retry)
+        note_query_id(progress, job.job_id)
         try:
             if progress is not None:
                 progress(f"running job {job.job_id}")
@@ -397,7 +429,21 @@ def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
         pa.int64(): pd.Int64Dtype(),
         pa.bool_(): pd.BooleanDtype(),
     }
-    return table.to_pandas(types_mapper=nullable.get, **PANDAS_OPTIONS)
+    # NUMERIC's 9 (BIGNUMERIC's 38) digits of scale; read before the table is consumed
+    decimals = [i for i, t in enumerate(table.schema.types) if pa.types.is_decimal(t)]
+    df = table.to_pandas(types_mapper=nullable.get, **PANDAS_OPTIONS)
+    for i in decimals:
+        df.isetitem(i, df.iloc[:, i].map(_plain_decimal))
+    return df
+
+
+def _plain_decimal(value: Any) -> Any:
+    """``Decimal('100.000000000')`` (NUMERIC's fixed scale) as ``Decimal('100')``, and
+    ``120.500000000`` as ``120.5``: the same value, shown as written."""
+    if not isinstance(value, decimal.Decimal) or not value.is_finite():
+        return value
+    text = format(value, "f")
+    return decimal.Decimal(text.rstrip("0").rstrip(".") if "." in text else text)
 
 
 def _field_type(field: Any) -> str:
@@ -429,6 +475,10 @@ def _flag(value: Any) -> bool:
 
 def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 CONNECTOR = BigQueryConnector()

@@ -117,6 +117,13 @@ def translate_api_error(exc: Any, exceptions: Any, info: ConnectionInfo) -> Conn
     message = _api_message(exc)
     reasons = _reasons(exc)
     project = info.params.get("project") or "the project"
+    if "bytesBilledLimitExceeded" in reasons:  # google-cloud-bigquery raises it as a 500
+        return QueryError(
+            f"BigQuery: {message}{_job_suffix(exc)}",
+            "nothing ran and nothing was billed: read fewer columns or partitions "
+            "(--dry-run shows the bytes), or raise %config ConnAuthMagics.maximum_bytes_billed",
+            code="bytes_billed_limit",
+        )
     if _is_storage_api_error(exc, message):
         return _storage_api_error(exc, exceptions, message, project)
     if isinstance(exc, exceptions.Forbidden | exceptions.PermissionDenied):

@@ -50,6 +50,7 @@ from .base import (
     Params,
     Progress,
     Renew,
+    note_query_id,
     with_token,
 )
 from .databricks_errors import SESSION_GONE, _chain, is_auth_error, scrub, translate
@@ -194,6 +195,7 @@ class DatabricksConnector(Connector):
             try:
                 _report(progress, "running query")
                 cursor.execute(sql, parameters)
+                note_query_id(progress, getattr(cursor, "query_id", None))
                 _report(progress, "fetching results")
                 if max_rows is None:
                     table = cursor.fetchall_arrow()

@@ -34,6 +34,7 @@ from .base import (
     Progress,
     Renew,
     in_worker,
+    note_query_id,
     with_token,
 )
 from .snowflake_errors import (
@@ -173,6 +174,7 @@ class SnowflakeConnector(Connector):
                 self._interruptible(lambda: cur.execute(operation), conn, cur, progress)
             else:
                 self._interruptible(lambda: cur.execute(operation, bound), conn, cur, progress)
+            note_query_id(progress, getattr(cur, "sfqid", None))
             rows = cur.rowcount
             known = isinstance(rows, int) and rows >= 0
             if max_rows is not None and known and rows > max_rows:

@@ -73,7 +73,8 @@ class ConnectionNotFound(ConnAuthError):
         known_txt = ", ".join(sorted(known)) if known else "none are configured"
         super().__init__(
             f"No connection named {name!r} (known: {known_txt}).",
-            "Check the name, or add it to c.ConnAuth.connections in jupyter_server_config.py.",
+            "Check the name (%sql_connector list), or add it: Add connection in the "
+            "Connections sidebar, or c.ConnAuth.connections in jupyter_server_config.py.",
         )
         self.name = name
 

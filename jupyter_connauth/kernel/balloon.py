@@ -11,11 +11,35 @@ from __future__ import annotations
 
 import html
 import json
+import re
+import sys
 import time
 from typing import Any
 
-from ..core.errors import FlowError
+from ..core.errors import ConnAuthError, FlowError
 from .client import BrokerAPI, ConsentNeeded
+
+CONSENT_CANCELLED = "cancelled while waiting for consent; nothing ran"
+QUERY_CANCELLED = "query cancelled at the warehouse"
+NOTHING_RAN = "cancelled; nothing ran"
+
+
+class Cancelled(ConnAuthError):
+    """Ctrl-C (an interrupt): one line in the notebook, never a traceback."""
+
+    code = "cancelled"
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"\x1b[33mCancelled\x1b[0m: {self.message}"]
+
+
+def again_fix(fix: str | None, name: str) -> str:
+    """The balloon is gone once a flow fails: say what brings a new Authorize link."""
+    what = f"run the cell again (or %sql_connector authorize {name}) for a new Authorize link"
+    if not fix:
+        return what
+    return re.sub(r"(?i)click authorize again", what, fix) if "uthorize again" in fix else fix
+
 
 _STYLE = (
     "border:1px solid #d0a000;background:#fff8e1;border-radius:6px;padding:8px 12px;"
@@ -55,14 +79,44 @@ def balloon_text(consent: ConsentNeeded, idp: str) -> str:
     )
 
 
-class Balloon:
-    """Shows the balloon (display handle updates: works with or without widgets)."""
+class LiveOutput:
+    """One output of the running cell, replaced in place (a display handle: works with
+    or without widgets, and kernel → frontend messages flow while the cell runs)."""
+
+    _handle: Any = None
+    _printed = False
+
+    def publish(self, bundle: dict[str, str], *, final: bool = False) -> None:
+        """Show or replace the output. Outside IPython (a script, the terminal) the
+        text goes to stderr: the first one (the link) and the final one only."""
+        if not in_ipython():
+            if final or not self._printed:
+                print(bundle["text/plain"], file=sys.stderr, flush=True)
+                self._printed = True
+            return
+        from IPython.display import display
+
+        if self._handle is None:
+            self._handle = display(bundle, raw=True, display_id=True)
+        else:
+            self._handle.update(bundle, raw=True)
+
+
+def in_ipython() -> bool:
+    if "IPython" not in sys.modules:
+        return False
+    from IPython.core.interactiveshell import InteractiveShell
+
+    return InteractiveShell.initialized()
+
+
+class Balloon(LiveOutput):
+    """Shows the balloon."""
 
     def __init__(self, consent: ConsentNeeded, idp: str, *, rich: bool) -> None:
         self.consent = consent
         self.idp = idp
         self.rich = rich
-        self._handle: Any = None
 
     def _bundle(self, status: str) -> dict[str, str]:
         bundle = {"text/plain": balloon_text(self.consent, self.idp) + status}
@@ -71,24 +125,19 @@ class Balloon:
         return bundle
 
     def show(self, status: str) -> None:
-        from IPython.display import display
-
-        if self._handle is None:
-            self._handle = display(self._bundle(status), raw=True, display_id=True)
-        else:
-            self._handle.update(self._bundle(status), raw=True)
+        self.publish(self._bundle(status))
 
     def closed(self, status: str) -> None:
         """The flow is over without success: keep the status, drop the link."""
         text = f"{self.consent.connection}: {status}"
-        if self._handle is not None:
-            self._handle.update({"text/plain": text, "text/html": html.escape(text)}, raw=True)
+        if self._handle is not None or self._printed:
+            self.publish({"text/plain": text, "text/html": html.escape(text)}, final=True)
 
     def done(self, identity: str | None) -> None:
         who = f" as {identity}" if identity else ""
         line = f"Authorized{who} for {self.consent.connection}"
-        if self._handle is not None:
-            self._handle.update({"text/plain": line, "text/html": html.escape(line)}, raw=True)
+        if self._handle is not None or self._printed:
+            self.publish({"text/plain": line, "text/html": html.escape(line)}, final=True)
 
 
 def wait_for_consent(
@@ -102,7 +151,8 @@ def wait_for_consent(
 ) -> dict[str, Any]:
     """Show the balloon and poll the flow until it completes, fails or times out.
 
-    Ctrl-C (interrupt) stops waiting; the flow then simply expires at the broker.
+    Ctrl-C (interrupt) stops waiting (:class:`Cancelled`); the flow then simply expires
+    at the broker.
     """
     balloon = Balloon(consent, idp, rich=rich)
     deadline = time.monotonic() + min(timeout, max(1.0, consent.expires_at - time.time()))
@@ -121,7 +171,7 @@ def wait_for_consent(
                 balloon.closed(f"authorization failed: {flow.get('message')}")
                 raise FlowError(
                     flow.get("message") or "Authorization failed.",
-                    flow.get("fix"),
+                    again_fix(flow.get("fix"), consent.connection),
                     code=flow.get("error") or "flow_error",
                 )
             if left <= 0:
@@ -135,4 +185,4 @@ def wait_for_consent(
             time.sleep(interval)
     except KeyboardInterrupt:
         balloon.closed("authorization cancelled")
-        raise
+        raise Cancelled(CONSENT_CANCELLED) from None

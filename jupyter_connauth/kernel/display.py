@@ -37,8 +37,14 @@ def rows_bundle(rows: list[dict[str, Any]]) -> dict[str, str]:
     }
 
 
-def show_table(data: Any, footer: str | None) -> None:
-    """A DataFrame (or rows of a line command) with a one-line footer under it."""
+def format_time(epoch: float) -> str:
+    """A moment with its date and time zone: ``2026-12-06 15:04:05 UTC``."""
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(epoch))
+
+
+def show_table(data: Any, footer: str | None, metadata: dict[str, Any] | None = None) -> None:
+    """A DataFrame (or rows of a line command) with a one-line footer under it;
+    ``metadata``: the footer output's metadata (stored in the notebook with it)."""
     from IPython.display import display
 
     if isinstance(data, list):
@@ -47,7 +53,8 @@ def show_table(data: Any, footer: str | None) -> None:
         display(data)
     if footer:
         footer = redact(footer)
-        display({"text/plain": footer, "text/html": f"<small>{footer}</small>"}, raw=True)
+        bundle = {"text/plain": footer, "text/html": f"<small>{html.escape(footer)}</small>"}
+        display(bundle, raw=True, metadata=metadata)
 
 
 class Ticker:
@@ -62,6 +69,8 @@ class Ticker:
         self.after = after
         self.every = every
         self._status = "running"
+        self.query_ids: list[str] = []
+        self.submitted = False
         self._start = time.monotonic()
         self._stop = threading.Event()
         self._handle: Any = None
@@ -73,8 +82,18 @@ class Ticker:
     def status(self, text: str) -> None:
         self._status = text
 
+    def __call__(self, text: str) -> None:
+        """The connectors' progress callback: their first call comes as the statement
+        is submitted (``submitted``: an interrupt then cancels it at the warehouse)."""
+        self.submitted = True
+        self.status(text)
+
+    def query_id(self, query_id: str) -> None:
+        """The warehouse's id of the statement (connectors.base.note_query_id)."""
+        self.query_ids.append(query_id)
+
     def _line(self) -> dict[str, str]:
-        text = f"⏳ {self._status}… {time.monotonic() - self._start:.0f} s"
+        text = f"{self._status}… {time.monotonic() - self._start:.0f} s"
         return {"text/plain": text, "text/html": f"<small>{text}</small>"}
 
     def _run(self) -> None:
@@ -92,3 +111,28 @@ class Ticker:
             self._thread.join(timeout=2)
         if self._handle is not None:
             self._handle.update({"text/plain": ""}, raw=True)
+
+
+def result_footer(
+    runner: Any, name: str, rows: int, seconds: float, query_ids: list[str]
+) -> tuple[str, dict[str, Any]]:
+    """``alice@example.com · snowflake · 3 rows · 0.21 s`` and the output's metadata:
+    who ran it, on which connection, the warehouse's statement id, the time (consent
+    waits excluded) and the notebook; never a token."""
+    from .tags import notebook_path
+
+    lease = runner.last.get(name)
+    identity = lease.credential.identity if lease is not None else None
+    connector = lease.info.connector if lease is not None else None
+    parts = [identity, connector or name, f"{rows:,} rows", f"{seconds:.2f} s"]
+    footer = " · ".join(p for p in parts if p)
+    meta = {
+        "identity": identity,
+        "connection": name,
+        "connector": connector,
+        "query_id": query_ids[-1] if query_ids else None,
+        "rows": rows,
+        "seconds": round(seconds, 3),
+        "notebook": notebook_path(),
+    }
+    return footer, {"jupyter_connauth": meta}

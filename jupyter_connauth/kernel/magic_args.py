@@ -78,6 +78,16 @@ def positive_int(value: str) -> int:
     return int(value)
 
 
+def duration(value: str) -> float:
+    """``--for 2h``: a duration in seconds."""
+    from .preflight import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def split(line: str, form: str) -> list[str]:
     """The magic's arguments as the shell would split them (quotes removed)."""
     try:
@@ -155,6 +165,18 @@ def _build() -> _Commands:
         help="consent with another IdP account than the one stored for NAME "
         "(refused without this flag)",
     )
+    sub = c.add(
+        "preflight",
+        "before Run All: consent for every connection the notebook's cells use, in one balloon",
+    )
+    sub.add_argument("names", nargs="*", metavar="NAME", help="more connections to check")
+    sub.add_argument(
+        "--for",
+        dest="duration",
+        metavar="DURATION",
+        type=duration,
+        help="report grants that cannot last this long (e.g. 2h, 90m)",
+    )
     _connection(c.add("revoke", "forget your token (and revoke it at the IdP)"))
     _connection(c.add("test", "run a trivial query"))
     _connection(c.add("whoami", "the warehouse's view of you (user, role)"))
@@ -186,6 +208,7 @@ def commands_help() -> str:
         lines.append(f"  {usage}\n      {help}")
     lines.append(
         "\nDefaults: %config ConnAuthMagics.max_rows / wait_timeout / poll_interval / progress"
+        " / query_tags / maximum_bytes_billed"
     )
     return "\n".join(lines)
 
@@ -228,6 +251,11 @@ _CELL_ARGUMENTS = (  # in the order the help lists them
         "--no-wait",
         action="store_true",
         help="when consent is needed, show the Authorize balloon and return",
+    ),
+    argument(
+        "--dry-run",
+        action="store_true",
+        help="BigQuery: report the bytes the query would process; nothing runs or is billed",
     ),
     argument(
         "--max-rows",

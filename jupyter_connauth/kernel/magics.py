@@ -18,12 +18,13 @@ import time
 from typing import Any
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
-from traitlets import Bool, Float, Int
+from traitlets import Bool, Float, Int, observe
 
 from ..core.errors import ConfigError, ConnAuthError
-from .balloon import wait_for_consent
-from .client import BrokerAPI, BrokerClient, ConsentNeeded, connect_broker
-from .display import Ticker, show_table
+from .api import kernel
+from .balloon import NOTHING_RAN, QUERY_CANCELLED, Cancelled, wait_for_consent
+from .client import BrokerAPI, BrokerClient, ConsentNeeded
+from .display import Ticker, format_time, result_footer, show_table
 from .magic_args import (
     PROG,
     ShowHelp,
@@ -35,6 +36,7 @@ from .magic_args import (
     split,
 )
 from .runner import Runner
+from .tags import notebook_path
 
 _VAR = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
@@ -47,6 +49,23 @@ class ConnAuthMagics(Magics):
     wait_timeout = Float(600.0, help="Seconds a cell waits for you to authorize.").tag(config=True)
     poll_interval = Float(0.5, help="Seconds between checks of the consent flow.").tag(config=True)
     progress = Bool(True, help="Show elapsed time while a query runs.").tag(config=True)
+    query_tags = Bool(
+        True,
+        help="""Tag every query at the warehouse with your Jupyter user name and the
+        notebook's path (Snowflake QUERY_TAG, BigQuery job labels, Databricks query tags),
+        for the warehouse's audit. Applies to the magics and to connect()/engine().""",
+    ).tag(config=True)
+
+    maximum_bytes_billed = Int(
+        0,
+        help="""BigQuery: a query that would bill more bytes than this fails before it
+        runs, and nothing is billed (0: no limit). --dry-run shows a query's bytes.""",
+    ).tag(config=True)
+
+    @observe("query_tags", "maximum_bytes_billed")
+    def _kernel_setting_changed(self, change: Any) -> None:
+        if self._client is not None:
+            setattr(kernel(), change["name"], change["new"])
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -57,20 +76,20 @@ class ConnAuthMagics(Magics):
     # -- plumbing ------------------------------------------------------------------
     @property
     def client(self) -> BrokerAPI:
+        """The kernel's broker client, shared with the Python API (kernel/api.py)."""
         if self._client is None:
-            self._client = connect_broker()
-            try:
-                info = self._client.info()
-                url = info.get("discovery_url") or ""
-                self._idp = re.sub(r"/\.well-known/openid-configuration$", "", url) or self._idp
-            except ConnAuthError:
-                pass
+            shared = kernel()
+            shared.query_tags = self.query_tags
+            shared.maximum_bytes_billed = self.maximum_bytes_billed
+            self._client, self._runner, self._idp = shared.client, shared.runner, shared.idp
         return self._client
 
     @property
     def runner(self) -> Runner:
         if self._runner is None:
-            self._runner = Runner(self.client)
+            client = self.client  # sets the shared runner
+            if self._runner is None:  # a client given from outside (tests, scripts)
+                self._runner = Runner(client)
         return self._runner
 
     @property
@@ -110,6 +129,8 @@ class ConnAuthMagics(Magics):
         except ShowHelp as e:
             print(e.text)
             return None
+        except KeyboardInterrupt:  # outside a consent wait or a query (they say more)
+            raise Cancelled(NOTHING_RAN) from None
 
     def _run_cell(self, opts: argparse.Namespace, cell: str) -> Any:
         name = opts.name
@@ -125,26 +146,55 @@ class ConnAuthMagics(Magics):
                     "Run the cell again after you have authorized."
                 )
                 return None
+        if opts.dry_run:
+            return self._dry_run(name, cell, params, opts.out)
         max_rows = opts.max_rows or self.max_rows
         ticker = Ticker(enabled=self.progress)
+        waited = [0.0]  # seconds spent waiting for consent: not the query's time
+
+        def on_consent(answer: ConsentNeeded) -> None:
+            began = time.perf_counter()
+            ticker.status("waiting for your consent")
+            try:
+                self._consent(answer)
+            finally:
+                waited[0] += time.perf_counter() - began
+                ticker.status("running")
+
         started = time.perf_counter()
         try:
             df = self.runner.query(
-                name,
-                cell,
-                params,
-                max_rows=max_rows,
-                on_consent=self._consent,
-                progress=ticker.status,
+                name, cell, params, max_rows=max_rows, on_consent=on_consent, progress=ticker
             )
+        except KeyboardInterrupt:  # the connectors cancel a submitted statement first
+            raise Cancelled(QUERY_CANCELLED if ticker.submitted else NOTHING_RAN) from None
         finally:
             ticker.stop()
-        elapsed = time.perf_counter() - started
+        elapsed = time.perf_counter() - started - waited[0]
         self._ns["_"] = df
         if opts.out:
             self._ns[opts.out] = df
-        show_table(df, f"{len(df):,} rows in {elapsed:.2f} s from {name}")
+        footer, metadata = result_footer(self.runner, name, len(df), elapsed, ticker.query_ids)
+        show_table(df, footer, metadata)
         return None
+
+    def _dry_run(self, name: str, sql: str, params: Any, out: str | None) -> None:
+        lease = self.runner.lease(name, self._consent)
+        if lease.info.connector != "bigquery":
+            raise UsageError(
+                f"--dry-run is BigQuery's; {name!r} is a {lease.info.connector} connection.",
+                "remove --dry-run (EXPLAIN shows the plan on Databricks and Snowflake)",
+            )
+        processed = int(
+            kernel().call(name, lambda c, conn: getattr(c, "dry_run")(conn, sql, params), None)  # noqa: B009 - BigQuery's connector only
+        )
+        self._ns["_"] = processed
+        if out:
+            self._ns[out] = processed
+        print(
+            f"Dry run on {name}: the query would process {_bytes(processed)} "
+            f"({processed:,} bytes). Nothing ran; nothing was billed."
+        )
 
     def _params(self, raw: str | None) -> dict[str, Any] | list[Any] | None:
         if raw is None:
@@ -183,6 +233,8 @@ class ConnAuthMagics(Magics):
                 return self._consent(answer)
             case "revoke":
                 return self._revoke(ns.name)
+            case "preflight":
+                return self._preflight(ns.names, ns.duration)
             case "test":
                 return self._test(ns.name)
             case "whoami":
@@ -217,12 +269,60 @@ class ConnAuthMagics(Magics):
                     "connection": c["name"],
                     "connector": c.get("connector"),
                     "authorized as": c.get("authorized_as") or "",
-                    "expires": time.strftime("%H:%M:%S", time.localtime(exp)) if exp else "",
+                    "expires": format_time(exp) if exp else "",
                     "scopes": " ".join(c.get("granted_scopes") or c.get("scopes") or []),
                     "status": c.get("reason_text") or c.get("message") or c["status"],
                 }
             )
         return show_table(rows, None)
+
+    def _preflight(self, extra: list[str], seconds: float | None) -> Any:
+        from . import preflight
+
+        def connection_of(line: str) -> str | None:
+            try:
+                return str(parse_cell(type(self).sql_connector, line).name)
+            except (ConnAuthError, ShowHelp):
+                return None
+
+        names = preflight.notebook_connections(notebook_path(), connection_of)
+        names += [n for n in extra if n not in names]
+        if not names:
+            raise UsageError(
+                "No connection to check: this notebook has no %%sql_connector cell.",
+                "name them: %sql_connector preflight NAME [NAME ...]",
+            )
+        consents = []
+        for name in names:
+            answer = self.client.token(name)
+            if isinstance(answer, ConsentNeeded):
+                consents.append(answer)
+        missing: list[str] = []
+        if consents:
+            missing = preflight.wait_for_all(
+                self.client,
+                consents,
+                idp=self._idp,
+                timeout=self.wait_timeout,
+                interval=self.poll_interval,
+                rich=self._rich(),
+            )
+        rows = []
+        for name in names:
+            status = self.client.status(name)
+            problem = preflight.lasting(status, seconds or 0.0)
+            rows.append(
+                {
+                    "connection": name,
+                    "authorized as": status.get("authorized_as") or "",
+                    "ready": "✘" if problem else "✔",
+                    "note": problem or "",
+                }
+            )
+        show_table(rows, None)
+        if missing:
+            raise preflight.failed(missing)
+        return None
 
     def _revoke(self, name: str) -> None:
         out = self.client.revoke(name)
@@ -287,6 +387,15 @@ class ConnAuthMagics(Magics):
                 f"{out['tokens_invalidated']} user(s) will consent again."
             )
         return None
+
+
+def _bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:,.0f} {unit}" if unit == "bytes" else f"{size:,.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
 
 
 def load_ipython_extension(ipython: Any) -> None:

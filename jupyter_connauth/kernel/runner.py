@@ -25,10 +25,19 @@ class Runner:
     """One per kernel: the kernel belongs to one user, so sessions are per connection."""
 
     def __init__(
-        self, client: BrokerAPI, *, idle_timeout: float | None = None, max_sessions: int = 16
+        self,
+        client: BrokerAPI,
+        *,
+        idle_timeout: float | None = None,
+        max_sessions: int = 16,
+        tune: Callable[[ConnectionInfo], ConnectionInfo] | None = None,
     ) -> None:
+        """``tune``: applied to the connection info of every lease (query tags)."""
         self.client = client
         self.sessions = SessionManager(idle_timeout=idle_timeout, max_sessions=max_sessions)
+        self.tune = tune
+        #: The last lease per connection (who ran the last query: the result's footer).
+        self.last: dict[str, Lease] = {}
 
     def close(self) -> None:
         self.sessions.close()
@@ -52,7 +61,10 @@ class Runner:
             answer = self.client.token(name)
             if isinstance(answer, AccessToken):
                 info, cred = self._credential(answer)
-                return Lease(info, cred, answer.grant)
+                if self.tune is not None:
+                    info = self.tune(info)
+                lease = self.last[name] = Lease(info, cred, answer.grant)
+                return lease
             if drop:
                 self.drop(name)
             if on_consent is None:

@@ -21,7 +21,15 @@ What this wrapper adds to bqemulator (see README.md for the config keys):
   checked -> 403 ``accessDenied`` like BigQuery's.
 * jobs are owned by the user who created them; another user's job is
   reported as not found.
-* ``GET /__test__/stats`` (and ``POST /__test__/reset``) counters.
+* ``GET /__test__/stats`` (and ``POST /__test__/reset``) counters, and the labels of
+  every query job (``job_labels``, in order).
+* bytes processed (config ``table_bytes``: ``{"dataset.table": bytes}``, what a query
+  reading that table processes; bqemulator has no cost model and says 0): a dry run
+  answers their sum as ``totalBytesProcessed``, and a job whose
+  ``maximumBytesBilled`` is below it fails before running with BigQuery's
+  ``bytesBilledLimitExceeded`` ("Query exceeded limit for bytes billed: M. N or higher
+  required."; cloud.google.com/bigquery/docs/best-practices-costs, "Limit query costs
+  by restricting the number of bytes billed").
 * seeds: ``demo.sales`` with a row access policy ``owner = SESSION_USER()``
   and an optional big mixed-type table for benchmarks.
 * DuckDB never downloads extensions (bqemulator would INSTALL spatial/avro
@@ -106,11 +114,14 @@ class Respond(Exception):
 class JobFailed(Exception):
     """jobs.insert of a query the caller may not run: BigQuery creates the job and fails it."""
 
-    def __init__(self, payload: dict[str, Any], project: str, message: str):
+    def __init__(
+        self, payload: dict[str, Any], project: str, message: str, reason: str = "accessDenied"
+    ):
         super().__init__(message)
         self.payload = payload
         self.project = project
         self.message = message
+        self.reason = reason
 
 
 def unauthenticated() -> HTTPDenied:
@@ -189,6 +200,9 @@ class Config:
         self.seed_big_rows: int = int(raw.get("seed_big_rows", 0))
         self.seed_big_table: str = raw.get("seed_big_table", "bench.big")
         self.log_level: str = raw.get("log_level", "warning")
+        self.table_bytes: dict[str, int] = {
+            k.lower(): int(v) for k, v in (raw.get("table_bytes") or {}).items()
+        }
 
     def user(self, email: str) -> dict[str, list[str]] | None:
         found = self.users.get(email.lower())
@@ -326,6 +340,7 @@ class Stats:
         self.by_user: Counter[str] = Counter()
         self.jobs_by_user: Counter[str] = Counter()
         self.auth_failures: list[str] = []
+        self.job_labels: list[dict[str, str]] = []
         bq_results.STATS.update(dict.fromkeys(bq_results.STATS, 0))
 
     def snapshot(self) -> dict[str, Any]:
@@ -339,6 +354,7 @@ class Stats:
                 "requests_by_user": dict(self.by_user),
                 "jobs_by_user": dict(self.jobs_by_user),
                 "auth_failures": list(self.auth_failures[-20:]),
+                "job_labels": list(self.job_labels),
                 **bq_results.STATS,
             }
 
@@ -591,6 +607,18 @@ class AuthApp:
             legacy = q.get("useLegacySql", False)
             default_ds = q.get("defaultDataset")
             dest = q.get("destinationTable")
+            with self.stats.lock:
+                self.stats.job_labels.append(dict(config.get("labels") or {}))
+            limit = q.get("maximumBytesBilled")
+            needed = self.bytes_processed(sql, project, default_ds)
+            if limit is not None and not config.get("dryRun") and needed > int(limit):
+                raise JobFailed(
+                    payload,
+                    project,
+                    f"Query exceeded limit for bytes billed: {int(limit)}. "
+                    f"{needed} or higher required.",
+                    reason="bytesBilledLimitExceeded",
+                )
         if self.cfg.is_superuser(email):
             return
         if legacy:
@@ -612,6 +640,14 @@ class AuthApp:
                 if rest == "/jobs":
                     raise JobFailed(payload, project, message)
                 raise access_denied(message)
+
+    def bytes_processed(self, sql: str, project: str, default_ds: dict[str, str] | None) -> int:
+        """What the query processes: the configured bytes of each table it reads."""
+        try:
+            tables = referenced_tables(sql, project, default_ds)
+        except HTTPDenied:
+            return 0
+        return sum(self.cfg.table_bytes.get(f"{d}.{t}".lower(), 0) for _p, d, t in tables)
 
     def _authorize_non_query_job(self, email: str, project: str, config: dict[str, Any]) -> None:
         if self.cfg.is_superuser(email):
@@ -706,7 +742,7 @@ class AuthApp:
         job_id = ref.get("jobId") or f"bqemu_denied_{uuid.uuid4().hex[:12]}"
         location = ref.get("location") or "US"
         now = str(int(time.time() * 1000))
-        error = {"reason": "accessDenied", "message": failed.message}
+        error = {"reason": failed.reason, "message": failed.message}
         resource = {
             "kind": "bigquery#job",
             "etag": uuid.uuid4().hex,
@@ -790,6 +826,19 @@ class AuthApp:
             job_id = (data.get("jobReference") or {}).get("jobId")
             if job_id:
                 self.job_owner.setdefault(job_id, me)
+            config = data.get("configuration") or {}
+            if config.get("dryRun") and isinstance(config.get("query"), dict):
+                q = config["query"]
+                m = _PATH_RE.match(scope["path"])
+                project = unquote(m.group(1)) if m else self.cfg.project
+                needed = str(
+                    self.bytes_processed(q.get("query", ""), project, q.get("defaultDataset"))
+                )
+                stats = data.setdefault("statistics", {})
+                stats["totalBytesProcessed"] = needed
+                stats.setdefault("query", {})["totalBytesProcessed"] = needed
+                data.setdefault("user_email", email)
+                return data
             if "user_email" not in data and data.get("kind") == "bigquery#job":
                 data["user_email"] = email
                 return data

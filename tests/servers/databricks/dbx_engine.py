@@ -669,6 +669,16 @@ class Stats:
             "token_exchange_failures": 0,
         }
         self.sessions_by_user: dict[str, int] = {}
+        # QUERY_TAGS: per session (OpenSession's configuration, where
+        # databricks-sql-connector's query_tags go) and per statement (confOverlay
+        # overrides), as system.query.history's query_tags would show them
+        self.session_tags: dict[bytes, str | None] = {}
+        self.query_tags: list[str | None] = []
+
+    def tag_statement(self, session: bytes, overlay: dict[str, str] | None) -> None:
+        with self._lock:
+            tag = (overlay or {}).get("QUERY_TAGS") or self.session_tags.get(session)
+            self.query_tags.append(tag)
 
     def bump(self, key: str, n: int = 1) -> None:
         with self._lock:
@@ -682,6 +692,7 @@ class Stats:
         with self._lock:
             snap: dict[str, Any] = dict(self.counts)
             snap["sessions_by_user"] = dict(self.sessions_by_user)
+            snap["query_tags"] = list(self.query_tags)
         if engine is not None:
             snap["sessions_active"] = len(engine.sessions)
             snap["operations_open"] = len(engine.operations)

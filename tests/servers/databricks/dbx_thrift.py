@@ -216,6 +216,7 @@ class Handler:
                 status=_error(str(e), e.sql_state),
                 serverProtocolVersion=T.TProtocolVersion.SPARK_CLI_SERVICE_PROTOCOL_V8,
             )
+        self.engine.stats.session_tags[s.guid] = (req.configuration or {}).get("QUERY_TAGS")
         return T.TOpenSessionResp(
             status=_OK,
             serverProtocolVersion=T.TProtocolVersion.SPARK_CLI_SERVICE_PROTOCOL_V8,
@@ -252,6 +253,7 @@ class Handler:
             s = self.engine.session(req.sessionHandle.sessionId.guid, self._email)
         except E.EngineError as e:
             return T.TExecuteStatementResp(status=_error(str(e), invalid_handle=True))
+        self.engine.stats.tag_statement(s.guid, req.confOverlay)
         o = self.engine.execute(s, req.statement, req.parameters)
         o.lz4 = self.lz4 and bool(req.canDecompressLZ4Result)
         o.can_download = bool(req.canDownloadResult)  # type: ignore[attr-defined]

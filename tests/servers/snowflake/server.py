@@ -564,6 +564,10 @@ class ConnAuthApp:
         self.inner = fakesnow.server.app
         self.auth = Authenticator(config)
         self.sessions: dict[str, SessionInfo] = {}
+        # QUERY_TAG per session (a session parameter set at login: Snowflake shows it in
+        # QUERY_HISTORY for every statement of the session), and per query, in order
+        self.session_tags: dict[str, str | None] = {}
+        self.query_tags: list[str | None] = []
         self.logins = 0
         self.failed_logins = 0
         self.queries = 0
@@ -595,6 +599,7 @@ class ConnAuthApp:
                     "active_sessions": len(self.sessions),
                     "queries": self.queries,
                     "statements": self.queries,
+                    "query_tags": self.query_tags,
                     **self.tokens.stats(),
                     **self.results.stats(),
                 }
@@ -622,6 +627,7 @@ class ConnAuthApp:
             if resp is not None:
                 return await resp(scope, receive, send)
             self.queries += 1
+            self.query_tags.append(self.session_tags.get(_session_token(scope) or ""))
             try:
                 return await self.query_with_chunks(scope, _replay(body, receive), send)
             finally:
@@ -708,6 +714,7 @@ class ConnAuthApp:
         conn = fakesnow.server.sessions[token]
         self.bind_session(conn, info)
         self.sessions[token] = info
+        self.session_tags[token] = (data.get("SESSION_PARAMETERS") or {}).get("QUERY_TAG")
         self.logins += 1
 
         d = payload["data"]
