@@ -117,7 +117,7 @@ async def test_credentials_provider_renews_across_expiries(kernel, warehouse):  
             "print('USERS', sorted(set(seen)), len(seen))\n"
         )
         assert "USERS ['alice@example.com'] 3" in cell.text, cell.text
-        assert "ConnAuthCredentials()" in cell.text and "eyJ" not in cell.text
+        assert "BrokerCredentials()" in cell.text and "eyJ" not in cell.text
 
 
 async def test_connect_in_a_script_prints_the_link(kernel_env, jp_auth_header, warehouse):  # noqa: F811
