@@ -434,7 +434,9 @@ def test_admin_magic_commands_through_the_user_server(dummy_hub: Hub, monkeypatc
         assert result.error_in_exec is not None
     finally:
         client.close()
-        ip.magics_manager.registry.pop("ConnAuthMagics", None)
+        magics = ip.magics_manager.registry.pop("ConnAuthMagics", None)
+        if magics is not None and magics._client is not None:
+            magics._client.close()  # alice's, set above
         InteractiveShell.clear_instance()
 
 
