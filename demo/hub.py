@@ -29,7 +29,7 @@ from demo.stack import (
     wait_for_ctrl_c,
 )
 from demo.state import LAB_SETTINGS, NOTEBOOK
-from tests.hub.hub_fixture import CHP, TestHub, service_config
+from tests.hub.hub_fixture import CHP, TestHub, generic_oauth_config, service_config
 from tests.idp_fixture import TestIdP, free_port
 
 HUB_CONFIG = """
@@ -79,21 +79,10 @@ def start_hub_demo(stack: contextlib.ExitStack, port: int = 0) -> HubDemo:
     connector_callback = f"{public}services/connauth/oauth/connector/callback"
     idp = start_idp([login_callback, connector_callback], stack)
     connections = start_warehouses(idp, stack, passthrough=True)
-    meta = idp.discovery()
-    login = {
-        "client_id": idp.client_id,
-        "client_secret": idp.client_secret,
-        "oauth_callback_url": login_callback,
-        "authorize_url": meta["authorization_endpoint"],
-        "token_url": meta["token_endpoint"],
-        "userdata_from_id_token": True,
-        "username_claim": "sub",
-        "scope": ["openid", "email"],
-    }
     extra = HUB_CONFIG.replace("{notebook!r}", repr(str(NOTEBOOK)))
     extra = extra.replace("{jupyter_path!r}", repr(jupyter_path()))
     extra = extra.replace("{lab_settings!r}", repr(LAB_SETTINGS))
-    extra += "".join(f"c.GenericOAuthenticator.{k} = {v!r}\n" for k, v in login.items())
+    extra += generic_oauth_config(idp, login_callback)
     hub_dir = WORK / "hub"
     hub = TestHub(
         hub_dir,

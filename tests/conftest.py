@@ -176,14 +176,10 @@ def shell(
     kernel_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, jp_auth_header: dict[str, str]
 ) -> Iterator[Any]:
     """An IPython shell whose kernel environment points at the test server's broker."""
-    from IPython.core.interactiveshell import InteractiveShell
 
     from tests.ipython_shell import Shell
 
     s = Shell(kernel_env, monkeypatch)
     s.browser_headers = jp_auth_header  # the user's browser is signed in to Jupyter
     yield s
-    magics = s.ip.magics_manager.registry.pop("ConnAuthMagics", None)
-    if magics is not None and magics._runner is not None:
-        magics._runner.close()
-    InteractiveShell.clear_instance()
+    s.close()

@@ -35,6 +35,18 @@ class Shell:
         monkeypatch.setattr(pub, "publish", publish)
         self.ip.run_line_magic("load_ext", "jupyter_connauth")
 
+    def close(self) -> None:
+        """Unregister the magics and close what they opened (the warehouse sessions and
+        the broker client's HTTP connections: left open, each is an "unclosed socket"
+        ResourceWarning at the end of the test run), then drop the shell."""
+        magics = self.ip.magics_manager.registry.pop("ConnAuthMagics", None)
+        if magics is not None:
+            if magics._runner is not None:
+                magics._runner.close()
+            if magics._client is not None:
+                magics._client.close()
+        InteractiveShell.clear_instance()
+
     def text(self) -> str:
         with self.lock:
             return "\n".join(str(o.get("text/plain", "")) for o in self.outputs)

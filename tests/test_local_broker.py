@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 
 from tests.idp_fixture import TestIdP, default_client, free_port
 from tests.ipython_shell import Shell, sign_in_when_asked
@@ -66,10 +65,7 @@ def local_shell(
     monkeypatch.delenv("JUPYTER_CONNAUTH_TOKEN", raising=False)
     shell = Shell(None, monkeypatch)
     yield shell
-    magics = shell.ip.magics_manager.registry.pop("ConnAuthMagics", None)
-    if magics is not None and magics._client is not None:
-        magics._client.close()
-    InteractiveShell.clear_instance()
+    shell.close()
 
 
 async def test_authorize_without_a_server(local_shell, loopback_port):

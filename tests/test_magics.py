@@ -12,7 +12,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 
 from tests.ipython_shell import Shell, sign_in_when_asked
 
@@ -104,8 +103,7 @@ def bare_shell(jp_environ: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[She
     IPython history goes to jp_environ's temporary HOME)."""
     s = Shell(None, monkeypatch)
     yield s
-    s.ip.magics_manager.registry.pop("ConnAuthMagics", None)
-    InteractiveShell.clear_instance()
+    s.close()
 
 
 async def test_help_is_generated_from_the_parsers(bare_shell, capsys):
@@ -238,8 +236,7 @@ async def test_switch_account_is_sent_to_the_broker(jp_environ, monkeypatch):
             result = await s.run(f"%sql_connector {line}")
             assert result.error_in_exec is None, result.error_in_exec
     finally:
-        s.ip.magics_manager.registry.pop("ConnAuthMagics", None)
-        InteractiveShell.clear_instance()
+        s.close()
         server.shutdown()
         server.server_close()
     posts = [(path, body) for method, path, body in _Broker.seen if method == "POST"]

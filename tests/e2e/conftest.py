@@ -8,7 +8,9 @@ skipped locally and fail in CI (``CI`` set), so a broken CI image cannot pass si
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,3 +74,29 @@ def artifacts() -> Path:
     """Screenshots and logs of the e2e run (repo-relative, gitignored)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+def through_idp(page: Any, login: str, done: str, wait_ms: int = 90_000) -> None:
+    """The IdP's login and consent pages, filled as ``login`` would (any password),
+    until the page's URL matches the regular expression ``done``."""
+    deadline = time.monotonic() + wait_ms / 1000
+    page.wait_for_load_state("domcontentloaded", timeout=wait_ms)
+    while not re.search(done, page.url):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{login} is stuck at {page.url} (waiting for {done})")
+        name = page.locator("input[name=login]")
+        submit = page.locator("button[type=submit]")
+        before = page.url
+        try:
+            if name.count():
+                name.fill(login)
+                page.locator("input[name=password]").fill("any-password")
+                submit.first.click()
+            elif submit.count() and "/interaction/" in page.url:
+                submit.first.click()
+            else:
+                time.sleep(0.2)
+                continue
+            page.wait_for_url(lambda url, before=before: url != before, timeout=10_000)
+        except Exception:  # the page navigated under us (a redirect): look again
+            time.sleep(0.2)

@@ -14,14 +14,13 @@ import contextlib
 import os
 import re
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import REPO
+from tests.e2e.conftest import REPO, through_idp
 from tests.hub.hub_fixture import CHP
 
 pytestmark = [
@@ -42,32 +41,6 @@ def hub_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     state.WORK = Path(os.environ["CONNAUTH_DEMO_DIR"])  # if demo.state was imported before
     with contextlib.ExitStack() as stack:
         yield hub.start_hub_demo(stack)
-
-
-def through_idp(page: Any, login: str, done: re.Pattern[str]) -> None:
-    """The IdP's login and consent pages, as the user fills them, until ``done`` matches
-    the page's URL."""
-    deadline = time.monotonic() + WAIT_MS / 1000
-    while not done.search(page.url):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{login} is stuck at {page.url}")
-        try:
-            page.wait_for_load_state("domcontentloaded", timeout=10_000)
-            before = page.url
-            name = page.locator("input[name=login]")
-            submit = page.locator("button[type=submit]")
-            if name.count():
-                name.fill(login)
-                page.locator("input[name=password]").fill("any-password")
-                submit.first.click()
-            elif submit.count() and "/interaction/" in page.url:
-                submit.first.click()
-            else:
-                time.sleep(0.2)
-                continue
-            page.wait_for_url(lambda url, before=before: url != before, timeout=10_000)
-        except Exception:  # the page navigated under us (a redirect): look again
-            time.sleep(0.2)
 
 
 class User:
@@ -93,7 +66,7 @@ class User:
         with self.page.expect_popup(timeout=WAIT_MS) as info:
             balloon.locator("a.connauth-authorize").click()
         popup = info.value
-        through_idp(popup, self.login, re.compile("/oauth/connector/callback"))
+        through_idp(popup, self.login, "/oauth/connector/callback", WAIT_MS)
         body = popup.locator("body").inner_text(timeout=WAIT_MS)
         assert f"Authorized as {self.login}@example.com" in body, body
         with contextlib.suppress(Exception):
@@ -117,7 +90,7 @@ def test_alice_and_bob_each_in_their_own_server(
     for login, u in users.items():  # hub login at the IdP, then their own server
         u.page.goto(hub_demo.url)
         u.page.locator("a", has_text="Sign in with").click()
-        through_idp(u.page, login, re.compile(f"/user/{login}/lab"))
+        through_idp(u.page, login, f"/user/{login}/lab", WAIT_MS)
         u.page.locator(".jp-Notebook .jp-Cell").first.wait_for()
         assert f"/user/{login}/lab/tree/quickstart.ipynb" in u.page.url
         assert u.page.locator(".Toastify__toast").count() == 0  # no news prompt offline

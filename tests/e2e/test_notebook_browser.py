@@ -32,6 +32,7 @@ from cryptography.fernet import Fernet
 
 from jupyter_connauth.broker.store import open_store
 from jupyter_connauth.core.crypto import CryptKeeper
+from tests.e2e.conftest import REPO
 from tests.idp_fixture import TestIdP, default_client, free_port
 from tests.servers.snowflake.fixture import SnowflakeServer
 
@@ -148,8 +149,15 @@ class JupyterLab:
         }
         for d in ("data", "runtime", "home"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
+        # This checkout's labextension build, whatever the venv links to (a worktree's
+        # venv may be another checkout's).
+        ext = self.root / "jupyter-path" / "labextensions" / "jupyter-connauth"
+        ext.parent.mkdir(parents=True, exist_ok=True)
+        if not ext.is_symlink():
+            ext.symlink_to(REPO / "jupyter_connauth" / "labextension")
         venv_bin = str(Path(sys.executable).parent)
         env.update(
+            JUPYTER_PATH=str(ext.parent.parent),
             HOME=str(self.home),
             JUPYTER_CONFIG_DIR=str(self.config_dir),
             JUPYTER_DATA_DIR=str(self.root / "data"),

@@ -14,13 +14,13 @@ Screenshots go to ``artifacts/e2e/sidebar-*.png``.
 from __future__ import annotations
 
 import contextlib
-import time
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import pytest
 
+from tests.e2e.conftest import through_idp
 from tests.e2e.test_notebook_browser import (  # noqa: F401 - fixtures
     CONNECTION,
     EMAIL,
@@ -68,27 +68,7 @@ class Sidebar:
 
 def sign_in(popup: Any, sb: Sidebar) -> None:
     """Log in as alice and consent, until the popup shows our callback page."""
-    popup.wait_for_load_state("domcontentloaded", timeout=WAIT_MS)
-    deadline = time.monotonic() + WAIT_MS / 1000
-    while "/oauth/connector/callback" not in popup.url:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the popup never reached the callback; it is at {popup.url}")
-        login = popup.locator("input[name=login]")
-        submit = popup.locator("button[type=submit]")
-        before = popup.url
-        try:
-            if login.count():
-                login.fill("alice")
-                popup.locator("input[name=password]").fill("any-password")
-                submit.first.click()
-            elif submit.count():
-                submit.first.click()
-            else:
-                time.sleep(0.2)
-                continue
-            popup.wait_for_url(lambda url, before=before: url != before, timeout=10_000)
-        except Exception:  # the page navigated under us (a redirect): look again
-            time.sleep(0.2)
+    through_idp(popup, "alice", "/oauth/connector/callback", WAIT_MS)
     body = popup.locator("body").inner_text(timeout=5_000)
     assert f"Authorized as {EMAIL}" in body, body
     sb.shot("callback", popup)

@@ -211,6 +211,23 @@ def running_hub(workdir: Path, **kw: Any) -> Iterator[TestHub]:
         hub.stop()
 
 
+def generic_oauth_config(idp: Any, login_callback: str) -> str:
+    """jupyterhub_config.py lines: the hub logs users in at ``idp`` (a TestIdP) with
+    OAuthenticator's GenericOAuthenticator, the username being the IdP's ``sub``."""
+    meta = idp.discovery()
+    login = {
+        "client_id": idp.client_id,
+        "client_secret": idp.client_secret,
+        "oauth_callback_url": login_callback,
+        "authorize_url": meta["authorization_endpoint"],
+        "token_url": meta["token_endpoint"],
+        "userdata_from_id_token": True,
+        "username_claim": "sub",
+        "scope": ["openid", "email"],
+    }
+    return "".join(f"c.GenericOAuthenticator.{k} = {v!r}\n" for k, v in login.items())
+
+
 def service_config(**connauth: Any) -> str:
     lines = [f"c.ConnAuth.{k} = {v!r}" for k, v in connauth.items() if k[0] != "_"]
     lines += [f"c.ConnAuthHub.{k[1:]} = {v!r}" for k, v in connauth.items() if k[0] == "_"]
