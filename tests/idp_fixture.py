@@ -50,6 +50,22 @@ def free_port() -> int:
         return port
 
 
+#: Entra's default tenant id in the ``entra`` profile (``tenant_id`` changes it).
+ENTRA_TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+
+
+def profile_mount_path(config: dict[str, Any]) -> str:
+    """The issuer's path for a vendor profile (tests/idp/profiles.mjs)."""
+    profile = config.get("profile") or "generic"
+    if profile == "entra":
+        return f"/{config.get('tenant_id') or ENTRA_TENANT}/v2.0"
+    if profile == "okta":
+        return "/oauth2/default"
+    if profile == "keycloak":
+        return f"/realms/{config.get('realm') or 'connauth'}"
+    return ""
+
+
 def default_client(redirect_uris: list[str] | None = None) -> dict[str, Any]:
     return {
         "client_id": DEFAULT_CLIENT_ID,
@@ -100,7 +116,14 @@ class TestIdP:
 
     @property
     def issuer(self) -> str:
-        return str(self.config.get("issuer") or f"http://127.0.0.1:{self.port}").rstrip("/")
+        base = f"http://127.0.0.1:{self.port}{profile_mount_path(self.config)}"
+        return str(self.config.get("issuer") or base).rstrip("/")
+
+    @property
+    def origin(self) -> str:
+        """``http://127.0.0.1:<port>``: where paths outside the issuer's live (Entra's
+        ``/common/v2.0`` discovery)."""
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def discovery_url(self) -> str:

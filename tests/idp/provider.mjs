@@ -9,8 +9,11 @@
 
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
+import * as http from 'node:http';
 
 import Provider, { errors } from 'oidc-provider';
+
+import { makeProfile } from './profiles.mjs';
 
 // ---------------------------------------------------------------- config ---
 
@@ -18,8 +21,27 @@ const cfg = JSON.parse(process.env.IDP_CONFIG || '{}');
 
 const port = Number(cfg.port ?? 0);
 const host = cfg.host ?? '127.0.0.1';
-const issuer = (cfg.issuer ?? `http://${host}:${port}`).replace(/\/$/, '');
-const refreshTokenPolicy = cfg.refresh_token_policy ?? 'consent';
+
+// Things tests may change at runtime through POST /__test__/config (profiles add more).
+const runtime = {
+  delay_ms: Number(cfg.delay_ms ?? 0),
+  fail_token_endpoint: cfg.fail_token_endpoint ?? null,
+  fail_times: cfg.fail_times ?? null,
+  fail_error: cfg.fail_error ?? null,
+  garbage: Boolean(cfg.garbage ?? false),
+  access_token_ttl: Number(cfg.access_token_ttl ?? 300),
+  narrow_scopes: [...(cfg.narrow_scopes ?? [])],
+  // Token exchange and on-behalf-of answer invalid_grant for every subject token, as
+  // Entra does for a revoked session or a Conditional Access change (AADSTS50173).
+  reject_subject_tokens: Boolean(cfg.reject_subject_tokens ?? false),
+};
+
+// A vendor profile (profiles.mjs): "generic" (default) changes nothing.
+const profile = makeProfile(cfg, { errors, runtime });
+const RUNTIME_KEYS = new Set(Object.keys(runtime));
+
+const issuer = (cfg.issuer ?? `http://${host}:${port}${profile.mountPath}`).replace(/\/$/, '');
+const refreshTokenPolicy = cfg.refresh_token_policy ?? profile.refreshTokenPolicy ?? 'consent';
 if (!['consent', 'always'].includes(refreshTokenPolicy)) {
   throw new Error(`refresh_token_policy must be "consent" or "always", got ${JSON.stringify(refreshTokenPolicy)}`);
 }
@@ -35,7 +57,7 @@ const extraScopes = [...(cfg.extra_scopes ?? [])];
 
 // resource indicator -> { audience, scopes: [] }
 const resources = {};
-for (const [indicator, info] of Object.entries(cfg.resources ?? {})) {
+for (const [indicator, info] of Object.entries({ ...profile.extraResources, ...(cfg.resources ?? {}) })) {
   resources[indicator] = {
     audience: info.audience ?? indicator,
     scopes: [...(info.scopes ?? [])],
@@ -45,12 +67,14 @@ for (const [indicator, info] of Object.entries(cfg.resources ?? {})) {
 // names no resource and no configured resource matches the requested scopes.
 // It accepts every extra_scopes entry. `default_resource: null` disables it
 // (then such access tokens are opaque and usable at the userinfo endpoint).
-let defaultResource = DEFAULT_RESOURCE;
+let defaultResource = profile.defaultResource?.indicator ?? DEFAULT_RESOURCE;
 if (Object.hasOwn(cfg, 'default_resource')) {
   defaultResource = cfg.default_resource || null;
 }
 if (defaultResource && !resources[defaultResource]) {
-  resources[defaultResource] = { audience: defaultResource, scopes: [] };
+  const audience = profile.defaultResource?.indicator === defaultResource
+    ? profile.defaultResource.audience : defaultResource;
+  resources[defaultResource] = { audience, scopes: [] };
 }
 if (defaultResource) {
   const rs = resources[defaultResource];
@@ -62,21 +86,7 @@ const knownScopes = new Set([
   ...extraScopes,
   ...Object.values(resources).flatMap((r) => r.scopes),
 ]);
-
-// Things tests may change at runtime through POST /__test__/config.
-const runtime = {
-  delay_ms: Number(cfg.delay_ms ?? 0),
-  fail_token_endpoint: cfg.fail_token_endpoint ?? null,
-  fail_times: cfg.fail_times ?? null,
-  fail_error: cfg.fail_error ?? null,
-  garbage: Boolean(cfg.garbage ?? false),
-  access_token_ttl: Number(cfg.access_token_ttl ?? 300),
-  narrow_scopes: [...(cfg.narrow_scopes ?? [])],
-  // Token exchange and on-behalf-of answer invalid_grant for every subject token, as
-  // Entra does for a revoked session or a Conditional Access change (AADSTS50173).
-  reject_subject_tokens: Boolean(cfg.reject_subject_tokens ?? false),
-};
-const RUNTIME_KEYS = new Set(Object.keys(runtime));
+for (const s of profile.knownScopesExclude) knownScopes.delete(s);
 
 const stats = newStats();
 function newStats() {
@@ -137,7 +147,10 @@ const clients = (cfg.clients ?? []).map((c) => {
 const accountOverrides = cfg.account_claims ?? {};
 const STANDARD_CLAIMS = ['sub', 'email', 'email_verified', 'name', 'preferred_username'];
 const addedClaims = [
-  ...new Set(Object.values(accountOverrides).flatMap((o) => Object.keys(o))),
+  ...new Set([
+    ...Object.keys(profile.idTokenClaims()),
+    ...Object.values(accountOverrides).flatMap((o) => Object.keys(o)),
+  ]),
 ].filter((c) => !STANDARD_CLAIMS.includes(c));
 
 function accountClaims(login) {
@@ -149,6 +162,7 @@ function accountClaims(login) {
     email_verified: true,
     name: local.charAt(0).toUpperCase() + local.slice(1),
     preferred_username: email,
+    ...profile.idTokenClaims(login),
     ...(accountOverrides[login] ?? {}),
   };
 }
@@ -267,31 +281,38 @@ const configuration = {
   },
   async issueRefreshToken(ctx, client, code) {
     if (!client.grantTypeAllowed('refresh_token')) return false;
+    const byProfile = profile.issueRefreshToken(ctx, code, client);
+    if (byProfile !== undefined) return byProfile;
     if (refreshTokenPolicy === 'always') return true;
     return code.scopes.has('offline_access');
   },
   async expiresWithSession(ctx, code) {
     if (refreshTokenPolicy === 'always') return false;
+    if (profile.codeMeta.get(ctx.oidc.params?.code)?.offline) return false;
     return !code.scopes.has('offline_access');
   },
   async extraTokenClaims(ctx, token) {
     if (token.kind === 'AccessToken' && token.accountId) {
       const { email } = accountClaims(token.accountId);
-      return { email };
+      return { email, ...profile.accessTokenClaims(ctx, token) };
     }
     return undefined;
   },
   // Unknown scopes are an invalid_scope error at the authorization endpoint
   // (after redirect_uri validation, so it is a redirect back to the client).
   extraParams: {
+    ...Object.fromEntries(profile.extraParams.map((p) => [p, null])),
     async connauth_scope_check(ctx) {
       const unknown = (ctx.oidc.params.scope || '').split(' ')
         .filter((s) => s && !knownScopes.has(s));
       if (unknown.length) {
         throw new errors.InvalidScope(`unsupported scope requested: ${unknown.join(' ')}`, unknown.join(' '));
       }
+      if (ctx.oidc.route === 'authorization') profile.checkAuthorization(ctx);
     },
   },
+  ...(profile.routes ? { routes: profile.routes } : {}),
+  ...(profile.clientAuthMethods ? { clientAuthMethods: profile.clientAuthMethods } : {}),
   features: {
     devInteractions: { enabled: true },
     revocation: { enabled: true },
@@ -351,6 +372,8 @@ provider.proxy = false;
     return undefined;
   };
 }
+
+provider.on('authorization.success', (ctx, out) => { profile.onAuthorizationSuccess(ctx, out); });
 
 provider.on('server_error', (ctx, err) => {
   console.error(`server_error ${ctx.method} ${ctx.path}:`, err);
@@ -426,6 +449,7 @@ async function tokenExchangeHandler(ctx) {
   if (requestedTokenType && ![AT_TYPE, JWT_TYPE].includes(requestedTokenType)) {
     throw new errors.InvalidRequest('unsupported requested_token_type');
   }
+  profile.checkTokenExchange(ctx.oidc.params);
   if (runtime.reject_subject_tokens) throw new errors.InvalidGrant('the subject token was revoked');
   const subject = verifyOwnJwt(subjectToken, 'subject_token');
   const requestedScopes = (scope || '').split(' ').filter(Boolean);
@@ -488,6 +512,7 @@ async function onBehalfOfHandler(ctx) {
   if (!assertion) throw new errors.InvalidRequest('missing required parameter \'assertion\'');
   if (runtime.reject_subject_tokens) throw new errors.InvalidGrant('the assertion was revoked');
   const subject = verifyOwnJwt(assertion, 'assertion');
+  profile.checkAssertion(ctx, subject);
   const { indicator, wanted, offline } = resolveAzureScopes(scope);
   const at = issueForResource(ctx, {
     accountId: subject.sub, indicator, requestedScopes: wanted, gty: 'on_behalf_of',
@@ -535,10 +560,13 @@ provider.registerGrantType(
 
 // ---------------------------------------------------------------- test hooks
 
-const tokenPath = new URL(provider.urlFor('token')).pathname;
-const revocationPath = new URL(provider.urlFor('revocation')).pathname;
-const introspectionPath = new URL(provider.urlFor('introspection')).pathname;
-const authorizationPath = new URL(provider.urlFor('authorization')).pathname;
+// Paths as the provider sees them: the mount path (the issuer's path) is stripped by
+// the HTTP server below.
+const tokenPath = provider.pathFor('token', { mountPath: '' });
+const revocationPath = provider.pathFor('revocation', { mountPath: '' });
+const introspectionPath = provider.pathFor('introspection', { mountPath: '' });
+const authorizationPath = provider.pathFor('authorization', { mountPath: '' });
+const discoveryPath = '/.well-known/openid-configuration';
 
 function countToken(grantType, status, error, params = {}) {
   const gt = grantType || 'unknown';
@@ -609,7 +637,24 @@ provider.use(async (ctx, next) => {
   if (ctx.path.startsWith('/__test__/')) {
     return testRoutes(ctx);
   }
-  if (ctx.path === authorizationPath) stats.authorization_requests += 1;
+  if (ctx.path === authorizationPath) {
+    stats.authorization_requests += 1;
+    const answer = profile.beforeAuthorization(ctx, { resources });
+    if (answer) {
+      ctx.status = answer.status;
+      ctx.type = 'html';
+      ctx.body = answer.html;
+      return undefined;
+    }
+  }
+  if (ctx.path === discoveryPath) {
+    await next();
+    if (ctx.status === 200) {
+      const meta = typeof ctx.body === 'string' ? JSON.parse(ctx.body) : ctx.body;
+      ctx.body = profile.patchDiscovery(meta, ctx.req.connauthPrefix);
+    }
+    return undefined;
+  }
   if (ctx.method === 'POST' && ctx.path === revocationPath) stats.revocation_requests += 1;
   if (ctx.method === 'POST' && ctx.path === introspectionPath) stats.introspection_requests += 1;
 
@@ -659,8 +704,25 @@ provider.use(async (ctx, next) => {
     return undefined;
   }
 
+  if (profile.name !== 'generic') {
+    // Profiles look at (and may answer or rewrite) the token request before
+    // oidc-provider does; it then reads the body from ctx.request.body.
+    const params = Object.fromEntries(new URLSearchParams(await readRawBody(ctx.req)));
+    const hasBasic = /^Basic /i.test(ctx.get('authorization'));
+    const answer = await profile.beforeToken(ctx, params, {
+      provider, verifyOwnJwt, hasBasic, resources,
+    });
+    if (answer) {
+      json(ctx, answer.status, answer.body);
+      countToken(params.grant_type, ctx.status, answer.body.error, params);
+      return undefined;
+    }
+    ctx.request.body = new URLSearchParams(params).toString();
+  }
+
   try {
     await next();
+    profile.patchTokenResponse(ctx.body);
   } finally {
     const params = ctx.oidc?.params ?? {};
     let error = null;
@@ -680,7 +742,20 @@ provider.use(async (ctx, next) => {
 
 // ---------------------------------------------------------------- listen ---
 
-const server = provider.listen(port, host, () => {
+// The provider lives under the issuer's path (Entra's /{tenant}/v2.0, Keycloak's
+// /realms/{realm}, Okta's /oauth2/default); aliases (Entra's /common/v2.0) too.
+const callback = provider.callback();
+const prefixes = [profile.mountPath, ...profile.aliasPaths].filter(Boolean);
+const server = http.createServer((req, res) => {
+  const prefix = prefixes.find((p) => req.url === p || req.url.startsWith(`${p}/`) || req.url.startsWith(`${p}?`));
+  if (prefix) {
+    req.originalUrl = req.url;
+    req.url = req.url.slice(prefix.length) || '/';
+    req.connauthPrefix = prefix;
+  }
+  callback(req, res);
+});
+server.listen(port, host, () => {
   const { port: actual } = server.address();
   if (port === 0 && !cfg.issuer) {
     console.error(`note: issuer ${issuer} does not contain the real port ${actual}; pass a port`);
