@@ -21,6 +21,7 @@ from ..core.flavours import Flavour, detect_flavour
 from ..core.tokens import REASON_TEXT, Flow
 from ..oauth.client import IdPClient
 from .config import ConnAuth
+from .device import DeviceFlows, DeviceStart
 from .flows import ConsentFlows, FlowStart
 from .grants import TokenGrant, consent_reason, grant_of
 from .jwt_mint import JWTMinter, jwt_subject, signing_refusal
@@ -94,6 +95,7 @@ class Broker:
             authorize_params={str(k): str(v) for k, v in config.authorize_params.items()},
             ttl=config.flow_ttl,
         )
+        self.device_flows = DeviceFlows(self.flows, self.connection)
         self.refresher = Refresher(config, store, self.idp, self.flows)
         self.exchanger = Exchanger(self.idp, config.refresh_leeway)
         self.minter = JWTMinter(config.jwt_issuer, self._stored_private_key)
@@ -105,6 +107,7 @@ class Broker:
         return self.store.get_secret(f"connection:{name}:private_key")
 
     async def aclose(self) -> None:
+        self.device_flows.close()
         await self.idp.aclose()
         self.refresher.close()
         self.store.close()
@@ -190,9 +193,16 @@ class Broker:
         *,
         expected_email: str | None = None,
         switch_account: bool = False,
-    ) -> FlowStart:
+        method: str = "browser",
+    ) -> FlowStart | DeviceStart:
+        """A consent flow: ``method`` ``"browser"`` (the authorization code) or
+        ``"device"`` (RFC 8628's user code, which the broker then polls for)."""
         self._check_config()
         spec = self.connection(name)
+        if method == "device":
+            return await self.device_flows.start(
+                user, spec, reason, expected_email=expected_email, switch_account=switch_account
+            )
         return await self.flows.start(
             user, spec, reason, expected_email=expected_email, switch_account=switch_account
         )
@@ -207,12 +217,12 @@ class Broker:
         return self.status(who.name, name)
 
     async def authorize_for(
-        self, who: Principal, name: str, *, switch_account: bool = False
-    ) -> FlowStart:
+        self, who: Principal, name: str, *, switch_account: bool = False, method: str = "browser"
+    ) -> FlowStart | DeviceStart:
         """A consent flow the user asked for; ``switch_account`` lets it store a grant
         of another IdP account than the current one's."""
         return await self.authorize(
-            who.name, name, expected_email=who.email, switch_account=switch_account
+            who.name, name, expected_email=who.email, switch_account=switch_account, method=method
         )
 
     def flow_status(self, user: str, flow_id: str) -> Flow:
