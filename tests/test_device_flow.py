@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import json
 import logging
+import re
 import time
 from typing import Any
 
@@ -163,3 +164,50 @@ async def test_bad_method_is_a_clear_400(jp_fetch):
         )
     assert e.value.code == 400
     assert b"method" in e.value.response.body
+
+
+async def test_magic_in_a_real_kernel_shows_the_code_and_waits(
+    jp_fetch, jp_serverapp, broker, idp: TestIdP
+):
+    """``%sql_connector authorize sales --device`` in a kernel the server started: the
+    code and the URI as text and HTML, the wait, then "Authorized as"."""
+    resp = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "python3"}))
+    kernel = json.loads(resp.body)
+    km = jp_serverapp.kernel_manager.get_kernel(kernel["id"])
+    kc = km.client()
+    kc.start_channels()
+    outputs: list[dict[str, Any]] = []
+    try:
+        await kc.wait_for_ready(timeout=60)
+
+        def hook(msg: dict[str, Any]) -> None:
+            if msg["msg_type"] in ("display_data", "update_display_data"):
+                outputs.append(msg["content"]["data"])
+            elif msg["msg_type"] in ("stream", "error"):
+                outputs.append({"text/plain": json.dumps(msg["content"])})
+
+        code = "%load_ext jupyter_connauth\n%sql_connector authorize sales --device"
+        running = asyncio.ensure_future(kc.execute_interactive(code, output_hook=hook, timeout=60))
+        for _ in range(300):
+            shown = [o for o in outputs if "connauth-user-code" in o.get("text/html", "")]
+            if shown:
+                break
+            await asyncio.sleep(0.1)
+        assert shown, outputs
+        text, page = shown[0]["text/plain"], shown[0]["text/html"]
+        m = re.search(r"open (\S+)\nand enter the code: (\S+)", text)
+        assert m, text
+        uri, user_code = m.groups()
+        assert uri == f"{idp.issuer}/device"
+        assert f'href="{uri}"' in page and user_code in page
+        assert await asyncio.to_thread(headless_device, uri, user_code) == "Sign-in Success"
+        reply = await running
+        assert reply["content"]["status"] == "ok", outputs
+        assert "Authorized as alice@example.com for sales" in outputs[-1]["text/plain"]
+        rec = broker.store.get_token("alice", "sales").record
+        everything = json.dumps(outputs)
+        for secret in [*idp.stats()["device_codes"], rec.access_token, rec.refresh_token]:
+            assert secret and secret not in everything
+    finally:
+        kc.stop_channels()
+        await jp_fetch("api", "kernels", kernel["id"], method="DELETE")

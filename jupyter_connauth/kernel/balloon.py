@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from ..core.errors import FlowError
-from .client import BrokerAPI, ConsentNeeded
+from .client import BrokerAPI, ConsentNeeded, DeviceCode
 
 _STYLE = (
     "border:1px solid #d0a000;background:#fff8e1;border-radius:6px;padding:8px 12px;"
@@ -65,9 +65,17 @@ class Balloon:
         self._handle: Any = None
 
     def _bundle(self, status: str) -> dict[str, str]:
-        bundle = {"text/plain": balloon_text(self.consent, self.idp) + status}
-        if self.rich:
-            bundle["text/html"] = balloon_html(self.consent, self.idp, status)
+        if isinstance(self.consent, DeviceCode):  # RFC 8628: a code to enter elsewhere
+            from .device_prompt import device_html, device_text
+
+            text = device_text(self.consent, self.idp)
+            page = device_html(self.consent, self.idp, status) if self.rich else ""
+        else:
+            text = balloon_text(self.consent, self.idp)
+            page = balloon_html(self.consent, self.idp, status) if self.rich else ""
+        bundle = {"text/plain": text + status}
+        if page:
+            bundle["text/html"] = page
         return bundle
 
     def show(self, status: str) -> None:

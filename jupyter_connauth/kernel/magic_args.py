@@ -155,6 +155,12 @@ def _build() -> _Commands:
         help="consent with another IdP account than the one stored for NAME "
         "(refused without this flag)",
     )
+    sub.add_argument(
+        "--device",
+        action="store_true",
+        help="a code to enter at the IdP on any device (RFC 8628), for a kernel no "
+        "browser can reach",
+    )
     _connection(c.add("revoke", "forget your token (and revoke it at the IdP)"))
     _connection(c.add("test", "run a trivial query"))
     _connection(c.add("whoami", "the warehouse's view of you (user, role)"))
