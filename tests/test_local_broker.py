@@ -120,6 +120,14 @@ class TestDeviceCode:
         shown = json.dumps(local_shell.outputs)
         assert secrets and all(s not in shown for s in secrets)
 
+    async def test_expired_code_gives_the_fix(self, local_shell, local_idp):
+        local_idp.set_runtime(device_code_ttl=2)
+        result = await local_shell.run("%sql_connector authorize sales --device")
+        err = result.error_in_exec
+        assert getattr(err, "code", None) == "expired_token", local_shell.text()
+        assert "--device again" in str(err)
+        assert "authorization failed: The device code expired" in local_shell.text()
+
     @pytest.fixture
     def consent_method(self) -> str:
         return "auto"
@@ -140,3 +148,21 @@ class TestDeviceCode:
         err = result.error_in_exec
         assert getattr(err, "code", None) == "access_denied"
         assert "%sql_connector authorize sales --device again" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("environ", "platform", "why"),
+    [
+        ({"SSH_CONNECTION": "10.0.0.2 5 10.0.0.1 22", "DISPLAY": ":0"}, "linux", "an SSH session"),
+        ({"SSH_TTY": "/dev/pts/1"}, "darwin", "an SSH session"),
+        ({}, "linux", "no display"),
+        ({"WAYLAND_DISPLAY": "wayland-0"}, "linux", ""),
+        ({"DISPLAY": ":0"}, "linux", ""),
+        ({}, "darwin", ""),  # macOS and Windows can always open a browser locally
+        ({}, "win32", ""),
+    ],
+)
+def test_auto_consent_method_rules(environ: dict[str, str], platform: str, why: str):
+    from jupyter_connauth.kernel.local import no_browser_here
+
+    assert no_browser_here(environ, platform) == why

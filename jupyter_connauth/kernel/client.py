@@ -70,6 +70,10 @@ class ConsentNeeded:
         return f"ConsentNeeded(connection={self.connection!r}, reason={self.reason!r})"
 
 
+#: Seconds a kernel waits for a device flow past the code's expiry.
+DEVICE_VERDICT_GRACE = 5.0
+
+
 @dataclass
 class DeviceCode(ConsentNeeded):
     """A device-code consent (RFC 8628): the user opens ``verification_uri`` on any
@@ -94,7 +98,9 @@ def device_code(data: dict[str, Any]) -> DeviceCode:
         reason_text=data.get("reason_text") or data["reason"],
         authorize_url=complete or data["verification_uri"],
         flow_id=data["flow_id"],
-        expires_at=float(data.get("expires_at") or time.time() + float(data["expires_in"])),
+        # waited for a little past the code's expiry: the broker's verdict (expired_token,
+        # with its fix) comes then
+        expires_at=time.time() + float(data["expires_in"]) + DEVICE_VERDICT_GRACE,
         user_code=data["user_code"],
         verification_uri=data["verification_uri"],
         verification_uri_complete=complete,
