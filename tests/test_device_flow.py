@@ -145,6 +145,15 @@ async def test_expired_code_gives_the_fix(jp_fetch, idp: TestIdP):
     assert len(device_polls(idp)) <= 3
 
 
+async def test_idp_down_until_expiry_says_so_not_expired(jp_fetch, idp: TestIdP):
+    idp.set_runtime(device_code_ttl=3)
+    idp.set_faults(fail_token_endpoint=503)  # every poll: the IdP's HTML 503
+    answer = await start(jp_fetch)
+    flow = await wait_flow(jp_fetch, answer["flow_id"], within=15)
+    assert flow["status"] == "failed" and flow["error"] == "idp_unavailable", flow
+    assert "busy" in flow["message"] and flow["fix"]
+
+
 async def test_a_new_device_code_replaces_the_old(jp_fetch, idp: TestIdP):
     first = await start(jp_fetch)
     second = await start(jp_fetch)

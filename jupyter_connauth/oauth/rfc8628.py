@@ -172,18 +172,22 @@ async def poll(
     before each request, 5 more after each ``slow_down``, and stop at the device
     code's expiry with :class:`ExpiredTokenError` without a request past it."""
     interval = device.interval
+    unavailable: IdPUnavailable | None = None  # the IdP's last failure, if it failed last
     while True:
         remaining = device.expires_at - time.time()
         if remaining < interval:
             if remaining > 0:
                 await sleep(remaining)
+            if unavailable is not None:  # not the user's fault: say what failed
+                raise unavailable
             raise ExpiredTokenError(description="the device code expired before consent")
         await sleep(interval)
         try:
             return await poll_once(client, metadata, device)
         except AuthorizationPendingError:
-            continue
+            unavailable = None
         except SlowDownError:
+            unavailable = None
             interval += SLOW_DOWN_STEP
-        except IdPUnavailable:
-            continue  # a network blip or a 503 is not the user's answer: the next poll is
+        except IdPUnavailable as e:
+            unavailable = e  # a network blip or a 503 is not the user's answer: poll on
