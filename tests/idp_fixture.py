@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -402,43 +403,107 @@ def headless_login(
     own = client is None
     http = client or httpx2.Client(timeout=10, trust_env=False, follow_redirects=False)
     try:
-        idp_origin = urlsplit(authorize_url)[:2]
         r = http.get(authorize_url, follow_redirects=False)
-        seen_login = False
-        for _ in range(30):
-            if r.is_redirect:
-                location = urljoin(str(r.url), r.headers["location"])
-                if urlsplit(location)[:2] != idp_origin:
-                    return location
-                r = http.get(location, follow_redirects=False)
-                continue
-            if r.status_code != 200:
-                raise AssertionError(f"unexpected response from the IdP:\n{_page_text(r)}")
+        location = _interactions(http, r, login, password, consent=consent, abort=abort)
+        if isinstance(location, httpx2.Response):
+            raise AssertionError(f"IdP page has no form to submit:\n{_page_text(location)}")
+        return location
+    finally:
+        if own:
+            http.close()
+
+
+def _interactions(
+    http: httpx2.Client,
+    r: httpx2.Response,
+    login: str,
+    password: str,
+    *,
+    consent: bool,
+    abort: bool,
+) -> str | httpx2.Response:
+    """Follow the IdP's redirects and submit its login and consent forms: the URL of the
+    first redirect off the IdP, or the first IdP page without a form (the device flow's
+    success page)."""
+    idp_origin = urlsplit(str(r.url))[:2]
+    seen_login = False
+    for _ in range(30):
+        if r.is_redirect:
+            location = urljoin(str(r.url), r.headers["location"])
+            if urlsplit(location)[:2] != idp_origin:
+                return location
+            r = http.get(location, follow_redirects=False)
+            continue
+        if r.status_code != 200:
+            raise AssertionError(f"unexpected response from the IdP:\n{_page_text(r)}")
+        parser = _Forms()
+        parser.feed(r.text)
+        form = next((f for f in parser.forms if f["method"] == "post"), None)
+        if form is None:
+            return r
+        action = urljoin(str(r.url), form["action"])
+        if urlsplit(action)[:2] != idp_origin:
+            raise AssertionError(
+                "IdP answered with a form_post to the client; use response_mode=query:\n"
+                + _page_text(r)
+            )
+        prompt = form["inputs"].get("prompt")
+        if prompt not in ("login", "consent"):
+            raise AssertionError(f"unexpected IdP interaction page:\n{_page_text(r)}")
+        if abort or (prompt == "consent" and not consent):
+            r = http.get(action.rstrip("/") + "/abort", follow_redirects=False)
+            continue
+        data = dict(form["inputs"])
+        if prompt == "login":
+            if seen_login:
+                raise AssertionError(f"IdP asked for the login twice:\n{_page_text(r)}")
+            seen_login = True
+            data.update(login=login, password=password)
+        r = http.post(action, data=data, follow_redirects=False)
+    raise AssertionError(f"too many steps in the IdP login flow; last page:\n{_page_text(r)}")
+
+
+def headless_device(
+    verification_uri: str,
+    user_code: str,
+    login: str = "alice",
+    password: str = "x",
+    *,
+    deny: bool = False,
+    client: httpx2.Client | None = None,
+) -> str:
+    """The user of RFC 8628 on another device: opens ``verification_uri``, types
+    ``user_code`` into the IdP's form, confirms it (or, with ``deny=True``, presses the
+    confirmation page's Abort, after which the token endpoint answers access_denied),
+    then signs in and consents like :func:`headless_login`. Returns the title of the
+    IdP's last page ("Sign-in Success" when consent was given, "Sign-in interrupted"
+    after Abort)."""
+    own = client is None
+    http = client or httpx2.Client(timeout=10, trust_env=False, follow_redirects=False)
+    try:
+        r = http.get(verification_uri, follow_redirects=False)
+        for step in ("op.deviceInputForm", "op.deviceConfirmForm"):
+            if r.status_code != 200 or f'id="{step}"' not in r.text:
+                raise AssertionError(f"expected the IdP's {step}:\n{_page_text(r)}")
             parser = _Forms()
             parser.feed(r.text)
-            form = next((f for f in parser.forms if f["method"] == "post"), None)
-            if form is None:
-                raise AssertionError(f"IdP page has no form to submit:\n{_page_text(r)}")
-            action = urljoin(str(r.url), form["action"])
-            if urlsplit(action)[:2] != idp_origin:
-                raise AssertionError(
-                    "IdP answered with a form_post to the client; use response_mode=query:\n"
-                    + _page_text(r)
-                )
-            prompt = form["inputs"].get("prompt")
-            if prompt not in ("login", "consent"):
-                raise AssertionError(f"unexpected IdP interaction page:\n{_page_text(r)}")
-            if abort or (prompt == "consent" and not consent):
-                r = http.get(action.rstrip("/") + "/abort", follow_redirects=False)
-                continue
+            form = parser.forms[0]
             data = dict(form["inputs"])
-            if prompt == "login":
-                if seen_login:
-                    raise AssertionError(f"IdP asked for the login twice:\n{_page_text(r)}")
-                seen_login = True
-                data.update(login=login, password=password)
-            r = http.post(action, data=data, follow_redirects=False)
-        raise AssertionError(f"too many steps in the IdP login flow; last page:\n{_page_text(r)}")
+            if step == "op.deviceInputForm":
+                data["user_code"] = user_code
+            elif deny:
+                data.pop("confirm", None)
+                data["abort"] = "yes"
+            r = http.post(urljoin(str(r.url), form["action"]), data=data, follow_redirects=False)
+        if deny:  # the IdP shows its code form again, saying the sign-in was interrupted
+            if "interrupted" not in r.text:
+                raise AssertionError(f"the IdP did not take the Abort:\n{_page_text(r)}")
+            return "Sign-in interrupted"
+        page = _interactions(http, r, login, password, consent=True, abort=False)
+        if not isinstance(page, httpx2.Response):
+            raise AssertionError(f"the device flow left the IdP for {urlsplit(page)[:2]}")
+        m = re.search(r"<title>(.*?)</title>", page.text, re.S)
+        return m.group(1).strip() if m else page.text[:200]
     finally:
         if own:
             http.close()

@@ -11,7 +11,7 @@ import httpx2
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from tests.idp_fixture import headless_login
+from tests.idp_fixture import headless_device, headless_login
 
 
 class Shell:
@@ -72,3 +72,18 @@ async def sign_in_when_asked(
             return callback
         await asyncio.sleep(0.05)
     raise AssertionError(f"no balloon; output was:\n{shell.text()}")
+
+
+async def enter_device_code_when_asked(
+    shell: Shell, login: str = "alice", *, deny: bool = False
+) -> str:
+    """Wait for the device-code balloon, then do what the user does on their phone:
+    open the verification URI, enter the code shown, sign in and consent (or deny)."""
+    for _ in range(200):
+        m = re.search(r"open (http://\S+)\nand enter the code: (\S+)", shell.text())
+        if m:
+            return await asyncio.to_thread(
+                headless_device, m.group(1), m.group(2), login, deny=deny
+            )
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no device code shown; output was:\n{shell.text()}")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.idp_fixture import TestIdP, default_client, free_port
-from tests.ipython_shell import Shell, sign_in_when_asked
+from tests.ipython_shell import Shell, enter_device_code_when_asked, sign_in_when_asked
 
 
 @pytest.fixture
@@ -22,7 +22,10 @@ def loopback_port() -> int:
 def local_idp(tmp_path: Path, loopback_port: int) -> Any:
     redirect = f"http://127.0.0.1:{loopback_port}/oauth/connector/callback"
     idp = TestIdP(
-        workdir=tmp_path / "idp", extra_scopes=["sql"], clients=[default_client([redirect])]
+        workdir=tmp_path / "idp",
+        extra_scopes=["sql"],
+        clients=[default_client([redirect])],
+        device_interval=1,
     )
     idp.start()
     yield idp
@@ -30,9 +33,17 @@ def local_idp(tmp_path: Path, loopback_port: int) -> Any:
 
 
 @pytest.fixture
+def consent_method() -> str:
+    """c.LocalConnAuth.consent_method: the loopback, as the machine running these tests
+    may have no display (where "auto" picks the device code)."""
+    return "loopback"
+
+
+@pytest.fixture
 def local_shell(
     local_idp: TestIdP,
     loopback_port: int,
+    consent_method: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     crypt_key: str,
@@ -53,7 +64,10 @@ def local_shell(
                     },
                     "store_path": str(tmp_path / "data" / "tokens.sqlite3"),
                 },
-                "LocalConnAuth": {"loopback_port": loopback_port},
+                "LocalConnAuth": {
+                    "loopback_port": loopback_port,
+                    "consent_method": consent_method,
+                },
             }
         )
     )
@@ -80,3 +94,71 @@ async def test_authorize_without_a_server(local_shell, loopback_port):
     assert token.identity == "alice@example.com"
     await local_shell.run("%sql_connector status")
     assert "alice@example.com" in local_shell.text()
+
+
+class TestDeviceCode:
+    """RFC 8628 in the kernel's own broker, against the real IdP's device flow."""
+
+    async def test_device_code_without_a_server(self, local_shell, local_idp):
+        running = asyncio.ensure_future(local_shell.run("%sql_connector authorize sales --device"))
+        title = await enter_device_code_when_asked(local_shell)
+        assert title == "Sign-in Success"
+        result = await running
+        assert result.error_in_exec is None, result.error_in_exec
+        assert "Authorized as alice@example.com for sales" in local_shell.text()
+        html = "".join(o.get("text/html", "") for o in local_shell.outputs)
+        assert "connauth-user-code" not in html  # no rich display in a plain shell
+        # no device code or token in anything the kernel showed
+        secrets = [*local_idp.stats()["device_codes"]]
+        magics = local_shell.ip.magics_manager.registry["ConnAuthMagics"]
+        token = await asyncio.to_thread(magics.client.token, "sales")
+        secrets.append(token.access_token)
+        shown = json.dumps(local_shell.outputs)
+        assert secrets and all(s not in shown for s in secrets)
+
+    async def test_expired_code_gives_the_fix(self, local_shell, local_idp):
+        local_idp.set_runtime(device_code_ttl=2)
+        result = await local_shell.run("%sql_connector authorize sales --device")
+        err = result.error_in_exec
+        assert getattr(err, "code", None) == "expired_token", local_shell.text()
+        assert "--device again" in str(err)
+        assert "authorization failed: The device code expired" in local_shell.text()
+
+    @pytest.fixture
+    def consent_method(self) -> str:
+        return "auto"
+
+    async def test_auto_picks_the_device_code_in_ssh_and_denial_gives_the_fix(
+        self, local_shell, monkeypatch: pytest.MonkeyPatch
+    ):
+        monkeypatch.setenv("SSH_CONNECTION", "10.0.0.2 51234 10.0.0.1 22")
+        monkeypatch.setenv("DISPLAY", ":0")  # a display, but the user is not at it
+        running = asyncio.ensure_future(local_shell.run("%sql_connector authorize sales"))
+        title = await enter_device_code_when_asked(local_shell, deny=True)
+        assert title == "Sign-in interrupted"
+        result = await running
+        assert result.error_in_exec is not None
+        text = local_shell.text()
+        assert "oauth/connector/callback" not in text  # no loopback link
+        assert "authorization failed: Consent was refused" in text
+        err = result.error_in_exec
+        assert getattr(err, "code", None) == "access_denied"
+        assert "%sql_connector authorize sales --device again" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("environ", "platform", "why"),
+    [
+        ({"SSH_CONNECTION": "10.0.0.2 5 10.0.0.1 22", "DISPLAY": ":0"}, "linux", "an SSH session"),
+        ({"SSH_TTY": "/dev/pts/1"}, "darwin", "an SSH session"),
+        ({}, "linux", "no display"),
+        ({"WAYLAND_DISPLAY": "wayland-0"}, "linux", ""),
+        ({"DISPLAY": ":0"}, "linux", ""),
+        ({}, "darwin", ""),  # macOS and Windows can always open a browser locally
+        ({}, "win32", ""),
+    ],
+)
+def test_auto_consent_method_rules(environ: dict[str, str], platform: str, why: str):
+    from jupyter_connauth.kernel.local import no_browser_here
+
+    assert no_browser_here(environ, platform) == why

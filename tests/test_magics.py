@@ -113,7 +113,7 @@ async def test_help_is_generated_from_the_parsers(bare_shell, capsys):
         "%%sql_connector [-o VAR] [--params JSON|{var}] [--no-wait]",  # argparse's usage
         "-o VAR, --out VAR",
         "--max-rows N",
-        "%sql_connector authorize [--switch-account] NAME",
+        "%sql_connector authorize [--switch-account] [--device] NAME",
         "%sql_connector admin revoke USER [NAME]",
         "%sql_connector admin scopes NAME SCOPES",
     ):
@@ -128,7 +128,7 @@ async def test_help_is_generated_from_the_parsers(bare_shell, capsys):
     result = await bare_shell.run("%sql_connector authorize -h")
     assert result.error_in_exec is None
     out = capsys.readouterr().out
-    assert out.startswith("usage: %sql_connector authorize [--switch-account] NAME")
+    assert out.startswith("usage: %sql_connector authorize [--switch-account] [--device] NAME")
     assert "another IdP account" in out
 
 
@@ -143,7 +143,7 @@ async def test_help_is_generated_from_the_parsers(bare_shell, capsys):
         (
             "%sql_connector authorize",
             "arguments are required: NAME",
-            "authorize [--switch-account] NAME",
+            "authorize [--switch-account] [--device] NAME",
         ),
         (
             "%sql_connector authorize sales --switch",

@@ -23,6 +23,7 @@ from ..oauth.client import IdPClient
 from ..oauth.google_sts import GoogleToken
 from ..oauth.rfc6749 import TokenResponse
 from .config import ConnAuth
+from .device import DeviceFlows, DeviceStart
 from .federation import Federation
 from .flows import ConsentFlows, FlowStart
 from .grants import TokenGrant, consent_reason, grant_of
@@ -97,6 +98,7 @@ class Broker:
             authorize_params={str(k): str(v) for k, v in config.authorize_params.items()},
             ttl=config.flow_ttl,
         )
+        self.device_flows = DeviceFlows(self.flows, self.connection)
         self.refresher = Refresher(config, store, self.idp, self.flows)
         self.exchanger = Exchanger(self.idp, config.refresh_leeway)
         self.federation = Federation(
@@ -114,6 +116,7 @@ class Broker:
         return self.store.get_secret(f"connection:{name}:private_key")
 
     async def aclose(self) -> None:
+        self.device_flows.close()
         await self.idp.aclose()
         await self.federation.aclose()
         self.refresher.close()
@@ -208,9 +211,16 @@ class Broker:
         *,
         expected_email: str | None = None,
         switch_account: bool = False,
-    ) -> FlowStart:
+        method: str = "browser",
+    ) -> FlowStart | DeviceStart:
+        """A consent flow: ``method`` ``"browser"`` (the authorization code) or
+        ``"device"`` (RFC 8628's user code, which the broker then polls for)."""
         self._check_config()
         spec = self.connection(name)
+        if method == "device":
+            return await self.device_flows.start(
+                user, spec, reason, expected_email=expected_email, switch_account=switch_account
+            )
         return await self.flows.start(
             user, spec, reason, expected_email=expected_email, switch_account=switch_account
         )
@@ -225,12 +235,12 @@ class Broker:
         return self.status(who.name, name)
 
     async def authorize_for(
-        self, who: Principal, name: str, *, switch_account: bool = False
-    ) -> FlowStart:
+        self, who: Principal, name: str, *, switch_account: bool = False, method: str = "browser"
+    ) -> FlowStart | DeviceStart:
         """A consent flow the user asked for; ``switch_account`` lets it store a grant
         of another IdP account than the current one's."""
         return await self.authorize(
-            who.name, name, expected_email=who.email, switch_account=switch_account
+            who.name, name, expected_email=who.email, switch_account=switch_account, method=method
         )
 
     def flow_status(self, user: str, flow_id: str) -> Flow:

@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.errors import ConnAuthError
 from ..core.flavours import default_scopes
+from ..oauth.rfc8628 import device_endpoint
 from .federation import federation_checks
+from .fixes import device_fix
 from .jwt_mint import OPT_IN, public_key_fingerprint, signing_refusal
 
 if TYPE_CHECKING:
@@ -55,6 +57,7 @@ async def diagnose(broker: Broker, user: str, name: str) -> list[dict[str, Any]]
             checks.append(
                 Check("PKCE", False, "the IdP does not list S256", "enable PKCE S256 for the app")
             )
+        checks.append(_device_check(meta, name))
     except ConnAuthError as e:
         checks.append(Check("discovery URL", False, e.message, e.fix))
         meta = {}
@@ -158,6 +161,20 @@ async def diagnose(broker: Broker, user: str, name: str) -> list[dict[str, Any]]
             )
         )
     return [asdict(c) for c in checks]
+
+
+def _device_check(meta: dict[str, Any], name: str) -> Check:
+    """Whether ``%sql_connector authorize NAME --device`` can work with this IdP."""
+    if device_endpoint(meta):
+        return Check("device code", True, "the IdP offers device-code consent (RFC 8628)")
+    return Check(
+        "device code",
+        None,
+        "the IdP's discovery has no device_authorization_endpoint: "
+        f"%sql_connector authorize {name} --device and kernels without a browser cannot "
+        "consent",
+        device_fix("device_flow_unsupported", name),
+    )
 
 
 def _signing_check(broker: Broker) -> Check:

@@ -91,3 +91,42 @@ def fix_for(
 def error_code(error: str) -> str:
     """An IdP's error code as the ``code`` of our error: itself where it is a plain name."""
     return error if error.isidentifier() else "idp_error"
+
+
+#: The device authorization grant's answers (RFC 8628 3.5) and the IdP saying it has
+#: no device flow, each with what the user does next; ``{name}``: the connection.
+_DEVICE_FIXES: dict[str, str] = {
+    "authorization_pending": (
+        "Open the verification URI, enter the code and consent; the broker keeps waiting "
+        "until the code expires."
+    ),
+    "slow_down": (
+        "Nothing to do: the IdP asked to poll more slowly and the broker now waits 5 "
+        "seconds longer between polls."
+    ),
+    "access_denied": (
+        "Consent was refused at the IdP. Run %sql_connector authorize {name} --device again "
+        "and accept, or ask your admin to give you access to the app."
+    ),
+    "expired_token": (
+        "The code expired before it was entered: run %sql_connector authorize {name} "
+        "--device again and enter the new code before it expires."
+    ),
+    "device_flow_unsupported": (
+        "The IdP has no device authorization endpoint: enable the device code flow for the "
+        "app at the IdP (Entra: Authentication → Allow public client flows; Okta: the "
+        "Device Authorization grant type) or authorize in a browser instead."
+    ),
+    "unauthorized_client": (
+        "The IdP app may not use the device code grant: enable it for the app at the IdP "
+        "(Entra: Allow public client flows; Okta/Keycloak: the Device Authorization grant)."
+    ),
+}
+
+
+def device_fix(error: str, name: str) -> str | None:
+    """The fix for a device flow error code (RFC 8628 3.5), else the general one."""
+    template = _DEVICE_FIXES.get(error)
+    if template is not None:
+        return template.format(name=name)
+    return fix_for(error)

@@ -20,7 +20,7 @@ from ..core.scopes import missing_scopes
 from ..core.tokens import REASON_TEXT, Flow, TokenRecord
 from ..oauth.client import IdPClient
 from ..oauth.oidc import PromptRules, add_userinfo, identity_from_claims, prompt_params
-from ..oauth.rfc6749 import OAuthProtocolError
+from ..oauth.rfc6749 import OAuthProtocolError, TokenResponse
 from ..oauth.rfc7636 import new_code_verifier
 from ..oauth.rfc9207 import IssuerMismatchError, IssuerMissingError, check_issuer
 from .account import check_expected_email, check_same_account
@@ -113,23 +113,51 @@ class ConsentFlows:
             nonce=nonce,
             extra=extra,
         )
+        flow = self.new_flow(
+            user,
+            spec,
+            reason,
+            state=state,
+            code_verifier=verifier,
+            nonce=nonce,
+            expires_at=now + self.ttl,
+            expected_email=expected_email,
+            switch_account=switch_account,
+        )
+        return FlowStart(flow, url)
+
+    def new_flow(
+        self,
+        user: str,
+        spec: ConnectionSpec,
+        reason: str,
+        *,
+        state: str,
+        code_verifier: str,
+        nonce: str,
+        expires_at: float,
+        expected_email: str | None,
+        switch_account: bool,
+        redirect_uri: str | None = None,
+    ) -> Flow:
+        """A pending flow, stored; only ``state``'s hash is kept."""
         flow = Flow(
             flow_id=secrets.token_urlsafe(16),
             state_hash=hash_state(state),
             user=user,
             connection=spec.name,
             fingerprint=spec.fingerprint,
-            code_verifier=verifier,
+            code_verifier=code_verifier,
             nonce=nonce,
-            redirect_uri=self.redirect_uri,
-            created_at=now,
-            expires_at=now + self.ttl,
+            redirect_uri=self.redirect_uri if redirect_uri is None else redirect_uri,
+            created_at=time.time(),
+            expires_at=expires_at,
             reason=reason,
             expected_email=expected_email,
             switch_account=switch_account,
         )
         self.store.put_flow(flow)
-        return FlowStart(flow, url)
+        return flow
 
     def _fail(self, flow: Flow | None, error: FlowError) -> FlowError:
         if flow is not None:
@@ -202,6 +230,24 @@ class ConsentFlows:
             )
         return await self._complete(flow, params, spec_for)
 
+    def spec_of(self, flow: Flow, spec_for: object) -> ConnectionSpec:
+        """The flow's connection as it is now; FlowError if it is gone or its scopes
+        changed while the user was signing in."""
+        try:
+            spec: ConnectionSpec = spec_for(flow.connection)  # type: ignore[operator]
+        except Exception as e:
+            raise self._fail(flow, FlowError(str(e), None, code="connection_gone")) from None
+        if spec.fingerprint != flow.fingerprint:
+            raise self._fail(
+                flow,
+                FlowError(
+                    "The connection's scopes changed while you were signing in.",
+                    "authorize again",
+                    code="scopes_changed",
+                ),
+            )
+        return spec
+
     async def _complete(self, flow: Flow, params: Mapping[str, str], spec_for: object) -> Flow:
         try:
             meta = await self.idp.metadata()
@@ -228,19 +274,7 @@ class ConsentFlows:
                     code=e.error,
                 ),
             ) from None
-        try:
-            spec = spec_for(flow.connection)  # type: ignore[operator]
-        except Exception as e:
-            raise self._fail(flow, FlowError(str(e), None, code="connection_gone")) from None
-        if spec.fingerprint != flow.fingerprint:
-            raise self._fail(
-                flow,
-                FlowError(
-                    "The connection's scopes changed while you were signing in.",
-                    "authorize again",
-                    code="scopes_changed",
-                ),
-            )
+        spec = self.spec_of(flow, spec_for)
         scopes_txt = " ".join(self.requested_scopes(spec))
         error = params.get("error")
         if error:
@@ -294,12 +328,18 @@ class ConsentFlows:
             ) from None
         except IdPUnavailable as e:
             raise self._fail(flow, FlowError(e.message, e.fix, code="idp_unavailable")) from None
+        return await self.store_grant(flow, resp, spec)
 
+    async def store_grant(self, flow: Flow, resp: TokenResponse, spec: ConnectionSpec) -> Flow:
+        """Check a flow's token response and store it as the user's grant: the ID token
+        (nonce, signature, claims), the account against the host's email and the stored
+        grant's, the granted scopes. Every way to consent (the callback, the device
+        code of :mod:`.device`) ends here; raises FlowError with the flow marked failed."""
         identity: dict[str, str] = {}
         if resp.id_token:
             try:
                 claims = await self.idp.verify_id_token(
-                    resp.id_token, flow.nonce, access_token=resp.access_token
+                    resp.id_token, flow.nonce or None, access_token=resp.access_token
                 )
             except (OAuthProtocolError, IdPUnavailable) as e:
                 raise self._fail(

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from ..core.errors import ConnAuthError, FlowError
-from .client import BrokerAPI, ConsentNeeded
+from .client import BrokerAPI, ConsentNeeded, DeviceCode
 
 CONSENT_CANCELLED = "cancelled while waiting for consent; nothing ran"
 QUERY_CANCELLED = "query cancelled at the warehouse"
@@ -119,9 +119,17 @@ class Balloon(LiveOutput):
         self.rich = rich
 
     def _bundle(self, status: str) -> dict[str, str]:
-        bundle = {"text/plain": balloon_text(self.consent, self.idp) + status}
-        if self.rich:
-            bundle["text/html"] = balloon_html(self.consent, self.idp, status)
+        if isinstance(self.consent, DeviceCode):  # RFC 8628: a code to enter elsewhere
+            from .device_prompt import device_html, device_text
+
+            text = device_text(self.consent, self.idp)
+            page = device_html(self.consent, self.idp, status) if self.rich else ""
+        else:
+            text = balloon_text(self.consent, self.idp)
+            page = balloon_html(self.consent, self.idp, status) if self.rich else ""
+        bundle = {"text/plain": text + status}
+        if page:
+            bundle["text/html"] = page
         return bundle
 
     def show(self, status: str) -> None:

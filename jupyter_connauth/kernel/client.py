@@ -70,6 +70,43 @@ class ConsentNeeded:
         return f"ConsentNeeded(connection={self.connection!r}, reason={self.reason!r})"
 
 
+#: Seconds a kernel waits for a device flow past the code's expiry.
+DEVICE_VERDICT_GRACE = 5.0
+
+
+@dataclass
+class DeviceCode(ConsentNeeded):
+    """A device-code consent (RFC 8628): the user opens ``verification_uri`` on any
+    device and types ``user_code`` (meant to be shown; the device code never reaches
+    the kernel). ``authorize_url`` is the URI to open, with the code where the IdP
+    gives ``verification_uri_complete``, so whatever shows a consent link shows this."""
+
+    user_code: str = ""
+    verification_uri: str = ""
+    verification_uri_complete: str | None = None
+
+    def __repr__(self) -> str:
+        return f"DeviceCode(connection={self.connection!r}, user_code={self.user_code!r})"
+
+
+def device_code(data: dict[str, Any]) -> DeviceCode:
+    """The broker's ``{"status": "device_code", ...}`` answer."""
+    complete = data.get("verification_uri_complete") or None
+    return DeviceCode(
+        connection=data["connection"],
+        reason=data["reason"],
+        reason_text=data.get("reason_text") or data["reason"],
+        authorize_url=complete or data["verification_uri"],
+        flow_id=data["flow_id"],
+        # waited for a little past the code's expiry: the broker's verdict (expired_token,
+        # with its fix) comes then
+        expires_at=time.time() + float(data["expires_in"]) + DEVICE_VERDICT_GRACE,
+        user_code=data["user_code"],
+        verification_uri=data["verification_uri"],
+        verification_uri_complete=complete,
+    )
+
+
 class BrokerAPI(Protocol):
     """What kernels need from a broker: over HTTP, or in-process without a server."""
 
@@ -78,6 +115,7 @@ class BrokerAPI(Protocol):
     def status(self, name: str) -> dict[str, Any]: ...
     def token(self, name: str) -> AccessToken | ConsentNeeded: ...
     def authorize(self, name: str, *, switch_account: bool = False) -> ConsentNeeded: ...
+    def authorize_device(self, name: str, *, switch_account: bool = False) -> DeviceCode: ...
     def revoke(self, name: str) -> dict[str, Any]: ...
     def flow(self, flow_id: str) -> dict[str, Any]: ...
     def doctor(self, name: str) -> list[dict[str, Any]]: ...
@@ -196,6 +234,15 @@ class BrokerClient:
         result = token_or_consent(data)
         assert isinstance(result, ConsentNeeded)
         return result
+
+    def authorize_device(self, name: str, *, switch_account: bool = False) -> DeviceCode:
+        """A device-code consent (RFC 8628) the broker polls the IdP for."""
+        body: dict[str, Any] = {"method": "device"}
+        if switch_account:
+            body["switch_account"] = True
+        return device_code(
+            self._call("POST", f"connections/{self._name(name)}/authorize", json=body)
+        )
 
     def revoke(self, name: str) -> dict[str, Any]:
         return dict(self._call("POST", f"connections/{self._name(name)}/revoke"))

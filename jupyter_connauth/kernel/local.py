@@ -19,7 +19,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from traitlets import Int
+from traitlets import Enum, Int
 from traitlets.config import Config
 
 from ..broker.broker import Broker
@@ -30,7 +30,7 @@ from ..broker.grants import TokenGrant
 from ..broker.store import open_store
 from ..core.crypto import CryptKeeper
 from ..web.pages import CALLBACK_HEADERS, render_callback
-from .client import AccessToken, ConsentNeeded, token_or_consent
+from .client import AccessToken, ConsentNeeded, DeviceCode, device_code, token_or_consent
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,6 +42,36 @@ class LocalConnAuth(ConnAuth):
         help="""Port of the loopback callback when no Jupyter server hosts the broker
         (0: any free port; set one when the IdP app needs an exact redirect URI).""",
     ).tag(config=True)
+    consent_method = Enum(
+        ["auto", "loopback", "device"],
+        "auto",
+        help="""How a kernel without a Jupyter server asks for consent: "loopback" (a
+        sign-in link whose redirect comes back to 127.0.0.1 on this machine), "device"
+        (RFC 8628: a code to enter at the IdP on any device, for kernels no browser can
+        reach) or "auto": the device code where no browser can be opened here (an SSH
+        session, a papermill run, Linux without a display), else the loopback.""",
+    ).tag(config=True)
+
+
+def no_browser_here(environ: dict[str, str] | None = None, platform: str | None = None) -> str:
+    """Why no browser on this machine can reach a loopback callback ('' if one can):
+    an SSH session, a papermill run, or Linux without a display."""
+    import sys
+
+    env = os.environ if environ is None else environ
+    if env.get("SSH_CONNECTION") or env.get("SSH_TTY"):
+        return "an SSH session"
+    try:  # papermill starts the kernel itself: it is the parent process
+        parent = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+    except OSError:
+        parent = b""
+    if b"papermill" in parent:
+        return "a papermill run"
+    if (platform or sys.platform).startswith("linux") and not (
+        env.get("DISPLAY") or env.get("WAYLAND_DISPLAY")
+    ):
+        return "no display"
+    return ""
 
 
 def load_config() -> Config:
@@ -79,6 +109,8 @@ class LocalBrokerClient:
         self.user = user or os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
         self.port = self.settings.loopback_port or _free_port()
         self.redirect_uri = f"http://127.0.0.1:{self.port}/oauth/connector/callback"
+        method = self.settings.consent_method
+        self.device_consent = method == "device" or (method == "auto" and bool(no_browser_here()))
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -171,15 +203,34 @@ class LocalBrokerClient:
         return token_or_consent(result.to_json())
 
     def token(self, name: str) -> AccessToken | ConsentNeeded:
-        return self._answer(self._run(self.broker.token(self.user, name)))
+        answer = self._answer(self._run(self.broker.token(self.user, name)))
+        if isinstance(answer, ConsentNeeded) and self.device_consent:
+            # the browser flow the broker started just expires, unused
+            return self._device(name, answer.reason, switch_account=False)
+        return answer
 
     def authorize(self, name: str, *, switch_account: bool = False) -> ConsentNeeded:
+        if self.device_consent:
+            return self._device(name, "user_request", switch_account=switch_account)
         # the broker's switch_account (issue 12) is passed only when asked for, so a
         # plain authorize is the same call as before
         flag: dict[str, Any] = {"switch_account": True} if switch_account else {}
-        answer = self._answer(self._run(self.broker.authorize(self.user, name, **flag)))
+        started = self._run(self.broker.authorize(self.user, name, **flag))
+        assert isinstance(started, FlowStart)
+        answer = self._answer(started)
         assert isinstance(answer, ConsentNeeded)
         return answer
+
+    def authorize_device(self, name: str, *, switch_account: bool = False) -> DeviceCode:
+        return self._device(name, "user_request", switch_account=switch_account)
+
+    def _device(self, name: str, reason: str, *, switch_account: bool) -> DeviceCode:
+        started = self._run(
+            self.broker.authorize(
+                self.user, name, reason, switch_account=switch_account, method="device"
+            )
+        )
+        return device_code(started.to_json())
 
     def revoke(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = self._run(self.broker.revoke(self.user, name))

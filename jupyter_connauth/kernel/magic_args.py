@@ -165,6 +165,12 @@ def _build() -> _Commands:
         help="consent with another IdP account than the one stored for NAME "
         "(refused without this flag)",
     )
+    sub.add_argument(
+        "--device",
+        action="store_true",
+        help="a code to enter at the IdP on any device (RFC 8628), for a kernel no "
+        "browser can reach",
+    )
     sub = c.add(
         "preflight",
         "before Run All: consent for every connection the notebook's cells use, in one balloon",

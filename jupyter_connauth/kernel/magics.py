@@ -229,8 +229,8 @@ class ConnAuthMagics(Magics):
             case "status":
                 return self._status()
             case "authorize":
-                answer = self.client.authorize(ns.name, switch_account=ns.switch_account)
-                return self._consent(answer)
+                authorize = self.client.authorize_device if ns.device else self.client.authorize
+                return self._consent(authorize(ns.name, switch_account=ns.switch_account))
             case "revoke":
                 return self._revoke(ns.name)
             case "preflight":

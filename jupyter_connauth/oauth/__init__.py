@@ -12,10 +12,11 @@ use the same modules.
 - :mod:`.oidc`: discovery, JWKS, the ID token (authlib's claims validation), UserInfo;
 - :mod:`.rfc8693`: token exchange;
 - :mod:`.entra_obo`: Entra ID's on-behalf-of (jwt-bearer) exchange;
+- :mod:`.rfc8628`: the device authorization grant (user code, polling, its errors);
 - :mod:`.client`: :class:`~.client.IdPClient`, one IdP put together from the above.
 
-Grants of other documents (device authorization, RFC 8628; Google's STS, a flavour of
-RFC 8693) go in modules of their own beside these, sending their requests through
-:meth:`.rfc6749.TokenEndpoint.request`; :mod:`.google_sts` is Google's STS for
-Workforce Identity Federation.
+Grants of other documents go in modules of their own beside these, sending their
+requests through :meth:`.rfc6749.TokenEndpoint.request`: :mod:`.rfc8628` (device
+authorization) and :mod:`.google_sts` (Google's STS for Workforce Identity Federation,
+a flavour of RFC 8693).
 """

@@ -109,7 +109,7 @@ class IdPClient:
         return await oidc.fetch_userinfo(self._http, await self.metadata(), access_token)
 
     async def verify_id_token(
-        self, id_token: str, nonce: str, access_token: str | None = None
+        self, id_token: str, nonce: str | None, access_token: str | None = None
     ) -> dict[str, Any]:
         """The verified claims of an ID token (:func:`.oidc.verify_id_token`)."""
         return await oidc.verify_id_token(

@@ -140,11 +140,13 @@ async def verify_id_token(
     id_token: str,
     *,
     client_id: str,
-    nonce: str,
+    nonce: str | None,
     access_token: str | None = None,
 ) -> dict[str, Any]:
     """The claims of an ID token from the token endpoint (Core 3.1.3.7), else
-    :class:`InvalidIDTokenError` naming the check that failed (never the token)."""
+    :class:`InvalidIDTokenError` naming the check that failed (never the token).
+    ``nonce`` None: the request carried none (RFC 8628's device authorization request
+    has no nonce), so the token need not either."""
     meta = await discovery.metadata()
     algs = id_token_algs(meta)
     try:
@@ -160,7 +162,7 @@ async def verify_id_token(
             options={
                 "iss": {"essential": True, "value": meta["issuer"]},
                 "aud": {"essential": True, "values": [client_id]},
-                "nonce": {"essential": True, "value": nonce},
+                **({"nonce": {"essential": True, "value": nonce}} if nonce else {}),
             },
             params={"client_id": client_id, "nonce": nonce, "access_token": access_token},
         )

@@ -293,9 +293,12 @@ class TokenEndpoint:
         *,
         redirect_uri: str | None = None,
         auth: ClientAuthentication | None = None,
+        retryable: tuple[str, ...] = RETRYABLE_ERRORS,
     ) -> TokenResponse:
         """One token request of ``grant_type``; ``auth`` overrides the client's own
-        authentication for this request (an endpoint with its own rules)."""
+        authentication for this request (an endpoint with its own rules). The errors in
+        ``retryable`` come out as :class:`IdPBusy`; a grant that handles one itself
+        (RFC 8628's ``slow_down``) leaves it out to get its :class:`OAuthProtocolError`."""
         client = self.oauth_client(redirect_uri, auth)
         answer: list[httpx2.Response] = []  # the raw answer, for its Retry-After
 
@@ -312,7 +315,7 @@ class TokenEndpoint:
             else:
                 raw = await client.fetch_token(endpoint, grant_type=grant_type, **params)
         except OAuthError as e:
-            if e.error in RETRYABLE_ERRORS:
+            if e.error in retryable:
                 raise IdPBusy(
                     f"The IdP's token endpoint {where} asks to retry later ({e.error}).",
                     RETRY_FIX,

@@ -170,14 +170,21 @@ class TokenHandler(BrokerHandler):
 
 class AuthorizeHandler(BrokerHandler):
     """``POST connections/NAME/authorize`` ``{"switch_account": true}`` to sign in with
-    another IdP account than the stored grant's (else such a consent is refused)."""
+    another IdP account than the stored grant's (else such a consent is refused);
+    ``{"method": "device"}`` for a device code (RFC 8628) instead of a browser link."""
 
     @authenticated
     async def post(self, name: str) -> None:
-        switch = self.body_json().get("switch_account", False)
+        body = self.body_json()
+        switch = body.get("switch_account", False)
         if not isinstance(switch, bool):
             raise web.HTTPError(400, "'switch_account' must be true or false")
-        started = await self.broker.authorize_for(self.principal, name, switch_account=switch)
+        method = body.get("method", "browser")
+        if method not in ("browser", "device"):
+            raise web.HTTPError(400, '\'method\' must be "browser" or "device"')
+        started = await self.broker.authorize_for(
+            self.principal, name, switch_account=switch, method=method
+        )
         self.write_json(started.to_json())
 
 

@@ -16,7 +16,13 @@ import pytest
 from cryptography.fernet import Fernet
 
 from tests.hub.hub_fixture import CHP, TestHub, generic_oauth_config, hub_browser, service_config
-from tests.idp_fixture import DEFAULT_CLIENT_SECRET, TestIdP, default_client, headless_login
+from tests.idp_fixture import (
+    DEFAULT_CLIENT_SECRET,
+    TestIdP,
+    default_client,
+    headless_device,
+    headless_login,
+)
 from tests.servers.databricks.fixture import DatabricksServer
 from tests.test_passthrough_jwt import rsa_pem
 
@@ -124,6 +130,7 @@ def dummy_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         extra_scopes=["sql"],
         resources={DBX: {"audience": DBX, "scopes": ["sql"]}},
         clients=[default_client([hub.callback_url])],
+        device_interval=1,
     )
     idp.start()
     warehouse = DatabricksServer(
@@ -502,3 +509,33 @@ def test_a_refused_subject_token_starts_a_consent_bound_to_the_hub_identity(
     assert page.status_code == 400, page.text
     assert "belongs to alice@example.com" in page.text
     assert h.service("alice", "GET", "connections/tx").json()["status"] == "consent_required"
+
+
+def test_device_code_through_the_user_server_binds_the_hub_identity(dummy_hub: Hub) -> None:
+    """RFC 8628 through alice's server to the service, which polls the IdP. A code
+    entered by another IdP account (a phished code) stores nothing; alice's own does."""
+    h = dummy_hub
+    h.server("alice", "alice", "POST", "connections/sales/revoke")
+    api = f"{h.hub.public_url}user/alice/connauth/api/"
+
+    def device_flow(login: str) -> dict[str, Any]:
+        started = h.call("alice", "POST", api + "connections/sales/authorize", {"method": "device"})
+        answer = started.json()
+        assert answer["status"] == "device_code", answer
+        assert headless_device(answer["verification_uri"], answer["user_code"], login) == (
+            "Sign-in Success"
+        )
+        for _ in range(150):
+            flow = h.server("alice", "alice", "GET", f"flows/{answer['flow_id']}").json()
+            if flow["status"] != "pending":
+                return dict(flow)
+            time.sleep(0.2)
+        raise AssertionError(flow)
+
+    phished = device_flow("bob")
+    assert phished["status"] == "failed" and phished["error"] == "identity_mismatch", phished
+    assert h.service("alice", "GET", "connections/sales").json()["status"] == "consent_required"
+    own = device_flow("alice")
+    assert own["status"] == "complete" and own["identity"] == "alice@example.com", own
+    token = h.server("alice", "alice", "POST", "connections/sales/token").json()
+    assert token["status"] == "ok" and token["identity"] == "alice@example.com"

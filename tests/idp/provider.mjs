@@ -34,6 +34,10 @@ const runtime = {
   // Token exchange and on-behalf-of answer invalid_grant for every subject token, as
   // Entra does for a revoked session or a Conditional Access change (AADSTS50173).
   reject_subject_tokens: Boolean(cfg.reject_subject_tokens ?? false),
+  // RFC 8628: the device code's lifetime (expires_in) and the polling interval the
+  // device authorization response names (oidc-provider names none: clients then use 5 s).
+  device_code_ttl: Number(cfg.device_code_ttl ?? 600),
+  device_interval: cfg.device_interval ?? null,
 };
 
 // A vendor profile (profiles.mjs): "generic" (default) changes nothing.
@@ -52,6 +56,10 @@ const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
 const AT_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
 const JWT_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
+const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
+// RFC 8628 device flow: on for the generic profile unless `device_flow: false` (an IdP
+// whose discovery has no device_authorization_endpoint).
+const deviceFlow = Boolean(cfg.device_flow ?? profile.name === 'generic');
 
 const extraScopes = [...(cfg.extra_scopes ?? [])];
 
@@ -96,6 +104,10 @@ function newStats() {
     authorization_requests: 0,
     revocation_requests: 0,
     introspection_requests: 0,
+    device_authorization_requests: 0,
+    device_slow_down: 0,
+    // the device codes issued, for the tests' leak scans (a test IdP may tell them)
+    device_codes: [],
     token_log: [],
   };
 }
@@ -128,7 +140,10 @@ const verifyKey = crypto.createPublicKey({
 
 // ---------------------------------------------------------------- clients --
 
-const clientGrantTypes = ['authorization_code', 'refresh_token', TOKEN_EXCHANGE, JWT_BEARER];
+const clientGrantTypes = [
+  'authorization_code', 'refresh_token', TOKEN_EXCHANGE, JWT_BEARER,
+  ...(deviceFlow ? [DEVICE_GRANT] : []),
+];
 const clients = (cfg.clients ?? []).map((c) => {
   const { client_secret: secret, ...rest } = c;
   return {
@@ -274,6 +289,7 @@ const configuration = {
     AccessToken: () => runtime.access_token_ttl,
     AuthorizationCode: 60,
     IdToken: Number(cfg.id_token_ttl ?? 3600),
+    DeviceCode: () => runtime.device_code_ttl,
     Grant: 14 * 24 * 3600,
     Interaction: 3600,
     Session: 14 * 24 * 3600,
@@ -315,6 +331,9 @@ const configuration = {
   ...(profile.clientAuthMethods ? { clientAuthMethods: profile.clientAuthMethods } : {}),
   features: {
     devInteractions: { enabled: true },
+    // RFC 8628; the default user-code input and confirmation pages (its Abort button
+    // denies: the token endpoint then answers access_denied).
+    deviceFlow: { enabled: deviceFlow },
     revocation: { enabled: true },
     introspection: { enabled: true },
     userinfo: { enabled: true },
@@ -323,7 +342,11 @@ const configuration = {
       enabled: true,
       async defaultResource(ctx, client, oneOf) {
         if (oneOf) return oneOf;
-        if (ctx.oidc.route !== 'authorization') return undefined;
+        // the device flow's resource is picked where the user consents, as the code's
+        const routes = ['authorization', 'device_authorization', 'code_verification', 'device_resume'];
+        if (!routes.includes(ctx.oidc.route)) {
+          return undefined;
+        }
         return resourceForScopes(ctx.oidc.params.scope);
       },
       async useGrantedResource() {
@@ -374,6 +397,10 @@ provider.proxy = false;
 }
 
 provider.on('authorization.success', (ctx, out) => { profile.onAuthorizationSuccess(ctx, out); });
+
+provider.on('device_authorization.success', (ctx, body) => {
+  stats.device_codes.push(body.device_code);
+});
 
 provider.on('server_error', (ctx, err) => {
   console.error(`server_error ${ctx.method} ${ctx.path}:`, err);
@@ -566,6 +593,29 @@ const tokenPath = provider.pathFor('token', { mountPath: '' });
 const revocationPath = provider.pathFor('revocation', { mountPath: '' });
 const introspectionPath = provider.pathFor('introspection', { mountPath: '' });
 const authorizationPath = provider.pathFor('authorization', { mountPath: '' });
+const deviceAuthorizationPath = deviceFlow
+  ? provider.pathFor('device_authorization', { mountPath: '' }) : null;
+
+// RFC 8628 3.5: a client polling sooner than the interval gets slow_down, and its
+// interval grows by 5 s for all later requests, as Google's and Entra's device flows
+// answer (developers.google.com/identity/protocols/oauth2/limited-input-device
+// "slow_down"; learn.microsoft.com/entra/identity-platform/v2-oauth2-device-code).
+// Keyed by a hash of the device code; a 250 ms tolerance for timer jitter.
+const devicePolls = new Map();
+function devicePacing(deviceCode) {
+  const key = crypto.createHash('sha256').update(deviceCode).digest('hex');
+  const now = Date.now();
+  const seen = devicePolls.get(key);
+  const interval = seen?.interval ?? Number(runtime.device_interval ?? 5);
+  if (seen && now - seen.last < interval * 1000 - 250) {
+    devicePolls.set(key, { last: now, interval: interval + 5 });
+    stats.device_slow_down += 1;
+    return { error: 'slow_down', error_description: 'polling faster than the interval' };
+  }
+  devicePolls.set(key, { last: now, interval });
+  if (devicePolls.size > 1000) devicePolls.delete(devicePolls.keys().next().value);
+  return null;
+}
 const discoveryPath = '/.well-known/openid-configuration';
 
 function countToken(grantType, status, error, params = {}) {
@@ -577,6 +627,7 @@ function countToken(grantType, status, error, params = {}) {
   stats.token_log.push({
     grant_type: gt,
     status,
+    at: Date.now(),
     error: error ?? null,
     client_id: params.client_id ?? null,
     scope: params.scope ?? null,
@@ -624,6 +675,7 @@ async function testRoutes(ctx) {
       runtime.garbage = Boolean(runtime.garbage);
       runtime.narrow_scopes = [...(runtime.narrow_scopes ?? [])];
       runtime.reject_subject_tokens = Boolean(runtime.reject_subject_tokens);
+      runtime.device_code_ttl = Number(runtime.device_code_ttl ?? 600);
       return json(ctx, 200, runtime);
     }
     case 'revoke_grants':
@@ -652,6 +704,14 @@ provider.use(async (ctx, next) => {
     if (ctx.status === 200) {
       const meta = typeof ctx.body === 'string' ? JSON.parse(ctx.body) : ctx.body;
       ctx.body = profile.patchDiscovery(meta, ctx.req.connauthPrefix);
+    }
+    return undefined;
+  }
+  if (ctx.method === 'POST' && ctx.path === deviceAuthorizationPath) {
+    stats.device_authorization_requests += 1;
+    await next();
+    if (ctx.status === 200 && ctx.body && runtime.device_interval != null) {
+      ctx.body = { ...ctx.body, interval: Number(runtime.device_interval) };
     }
     return undefined;
   }
@@ -704,10 +764,23 @@ provider.use(async (ctx, next) => {
     return undefined;
   }
 
+  let body;  // the token request's parameters, where read before oidc-provider
+  if (deviceFlow) {
+    body = Object.fromEntries(new URLSearchParams(await readRawBody(ctx.req)));
+    const slow = body.grant_type === DEVICE_GRANT && body.device_code
+      ? devicePacing(body.device_code) : null;
+    if (slow) {
+      json(ctx, 400, slow);
+      countToken(body.grant_type, 400, slow.error, body);
+      return undefined;
+    }
+    ctx.request.body = new URLSearchParams(body).toString();
+  }
+
   if (profile.name !== 'generic') {
     // Profiles look at (and may answer or rewrite) the token request before
     // oidc-provider does; it then reads the body from ctx.request.body.
-    const params = Object.fromEntries(new URLSearchParams(await readRawBody(ctx.req)));
+    const params = body ?? Object.fromEntries(new URLSearchParams(await readRawBody(ctx.req)));
     const hasBasic = /^Basic /i.test(ctx.get('authorization'));
     const answer = await profile.beforeToken(ctx, params, {
       provider, verifyOwnJwt, hasBasic, resources,
