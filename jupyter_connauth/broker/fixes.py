@@ -61,6 +61,17 @@ _FIXES: dict[str, str] = {
         "Certificates & secrets and update c.ConnAuth.client_secret."
     ),
     "AADSTS700082": "The refresh token expired after inactivity: authorize again.",
+    "AADSTS500131": (
+        "On-behalf-of needs a subject token for this app's own API: in the app registration "
+        "Expose an API (Application ID URI api://<client_id>, scope access_as_user), and "
+        "let the connection's subject_scopes (or c.ConnAuth.app_api_scope) ask for it; "
+        "%sql_connector doctor NAME shows the exact values."
+    ),
+    "AADSTS90094": (
+        "The tenant lets only admins consent: an admin grants consent for the organization "
+        "(Enterprise applications → Permissions → Grant admin consent), and "
+        "c.ConnAuth.authorize_params must not send prompt=consent."
+    ),
 }
 
 _AADSTS = re.compile(r"\bAADSTS\d+\b")

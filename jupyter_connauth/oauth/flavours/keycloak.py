@@ -1,0 +1,36 @@
+"""Keycloak (keycloak.org/docs/latest/server_admin/#_oidc).
+
+- A realm's issuer is ``{base}/realms/{realm}``: detected from ``/realms/`` in the
+  discovery URL;
+- a refresh token comes with every code exchange, an offline token with
+  ``offline_access`` (server_admin/#_offline-access): no ``prompt=consent`` needed,
+  and Keycloak shows its consent screen only for clients with "Consent required";
+- PKCE S256 (the client's "Proof Key for Code Exchange Code Challenge Method"), which
+  this client always sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..oidc import prompt_params
+from .base import IdPFlavour
+
+
+class Keycloak(IdPFlavour):
+    name = "keycloak"
+    label = "Keycloak"
+
+    def prompt_params(
+        self,
+        scopes: list[str],
+        params: Mapping[str, str],
+        *,
+        switch_account: bool,
+        reason: str = "",
+    ) -> dict[str, str]:
+        no_offline = [s for s in scopes if s != "offline_access"]
+        return prompt_params(no_offline, params, switch_account=switch_account, reason=reason)
+
+
+FLAVOUR = Keycloak()
