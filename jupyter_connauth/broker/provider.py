@@ -127,18 +127,21 @@ def build_provider(
         key = _private_key(s)
     except ConfigError as e:
         error = error or e
-    idp = IdPClient(
-        s.discovery_url,
-        s.client_id,
-        s.client_secret,
-        timeout=timeout,
-        transport=transport,
-        auth_method=s.token_endpoint_auth_method if error is None else "",
-        private_key=key,
-        flavour=flavour,
-        ca_bundle=ca_bundle,
-        allowed_tenants=s.allowed_tenants,
-    )
+    kwargs: dict[str, Any] = {
+        "timeout": timeout,
+        "transport": transport,
+        "auth_method": s.token_endpoint_auth_method if error is None else "",
+        "private_key": key,
+        "flavour": flavour,
+        "allowed_tenants": s.allowed_tenants,
+    }
+    try:
+        idp = IdPClient(
+            s.discovery_url, s.client_id, s.client_secret, ca_bundle=ca_bundle, **kwargs
+        )
+    except ConfigError as e:  # an unreadable ca_bundle: reported at use
+        error = error or e
+        idp = IdPClient(s.discovery_url, s.client_id, s.client_secret, **kwargs)
     return Provider(s, flavour, idp, error)
 
 

@@ -155,7 +155,9 @@ class Refresher:
         (another process stored a token or dropped it); the caller reads it again."""
         old = stored.record
         assert old is not None and old.refresh_token is not None
-        scope = list(old.scope) if old.scope else list(self.flows.requested_scopes(spec))
+        scope: list[str] | None = None
+        if self.idp.flavour.refresh_scope:
+            scope = list(old.scope) if old.scope else list(self.flows.requested_scopes(spec))
         extra = self.idp.flavour.refresh_params()
         if spec.consent_resource:
             extra["resource"] = spec.consent_resource

@@ -46,8 +46,9 @@ class PrivateKeyJWT:
         return jwt.encode({"alg": self.alg, "kid": self.kid}, claims, self._key)
 
     def __call__(
-        self, auth: Any, method: str, uri: str, headers: dict[str, str], body: str
-    ) -> tuple[str, dict[str, str], str]:
+        self, auth: Any, method: str, uri: str, headers: Any, body: str | bytes | None
+    ) -> tuple[str, Any, str]:
+        text = body.decode() if isinstance(body, bytes) else (body or "")
         extra = urlencode(
             {
                 "client_id": auth.client_id,
@@ -55,7 +56,7 @@ class PrivateKeyJWT:
                 "client_assertion": self.assertion(auth.client_id, uri.split("?", 1)[0]),
             }
         )
-        return uri, headers, f"{body}&{extra}" if body else extra
+        return uri, headers, f"{text}&{extra}" if text else extra
 
 
 def load_private_key(pem: bytes) -> RSAKey | ECKey:

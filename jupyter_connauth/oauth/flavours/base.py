@@ -52,6 +52,9 @@ class IdPFlavour:
     #: Preferred client authentication when discovery lists several (RFC 8414 2:
     #: absent means client_secret_basic).
     auth_preference: ClassVar[tuple[str, ...]] = ("client_secret_basic", "client_secret_post")
+    #: Whether a refresh request names the scopes (Entra requires them; RFC 6749 6 makes
+    #: them optional, meaning "as originally granted").
+    refresh_scope: ClassVar[bool] = True
     #: Scopes this IdP does not know and must never be sent.
     unknown_scopes: ClassVar[frozenset[str]] = frozenset()
 

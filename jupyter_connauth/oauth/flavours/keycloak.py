@@ -6,7 +6,10 @@
   ``offline_access`` (server_admin/#_offline-access): no ``prompt=consent`` needed,
   and Keycloak shows its consent screen only for clients with "Consent required";
 - PKCE S256 (the client's "Proof Key for Code Exchange Code Challenge Method"), which
-  this client always sends.
+  this client always sends;
+- a refresh names no scope (RFC 6749 6: the scopes as granted), so it never asks for
+  one the session's token does not carry (``offline_access`` when the client got no
+  offline token), which is ``invalid_scope``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from .base import IdPFlavour
 class Keycloak(IdPFlavour):
     name = "keycloak"
     label = "Keycloak"
+    refresh_scope = False
 
     def prompt_params(
         self,
