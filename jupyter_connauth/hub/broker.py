@@ -24,7 +24,7 @@ from typing import Any
 
 from ..broker.broker import Broker
 from ..broker.flows import FlowStart
-from ..broker.grants import TokenGrant, grant_of
+from ..broker.grants import TokenGrant, consent_reason, grant_of
 from ..broker.jwt_mint import jwt_subject
 from ..broker.passthrough import ClaimsChallenged
 from ..core.connections import ConnectionSpec
@@ -72,6 +72,10 @@ class HubBroker(Broker):
                 self._challenged[(ident.name, name)] = _digest(ident.login_token)
                 lane.flows.challenge(ident.name, name, e.claims)
                 lane.exchanger.forget(ident.name, name)
+                if consent_reason(spec, self.store.get_token(ident.name, name)) is not None:
+                    return await lane.flows.start(
+                        ident.name, spec, "claims_challenge", expected_email=ident.email
+                    )
             except SubjectRejected:
                 log.info(
                     "jupyter-connauth: the IdP refused %s's login token for %s; "
