@@ -12,6 +12,9 @@ use the same modules.
 - :mod:`.oidc`: discovery, JWKS, the ID token (authlib's claims validation), UserInfo;
 - :mod:`.rfc8693`: token exchange;
 - :mod:`.entra_obo`: Entra ID's on-behalf-of (jwt-bearer) exchange;
+- :mod:`.rfc7523`: ``private_key_jwt`` client authentication;
+- :mod:`.http`: the transports (environment proxies, ``SSL_CERT_FILE``, a CA bundle);
+- :mod:`.flavours`: each IdP vendor's documented deviations, one module per vendor;
 - :mod:`.client`: :class:`~.client.IdPClient`, one IdP put together from the above.
 
 Grants of other documents (device authorization, RFC 8628; Google's STS, a flavour of
