@@ -22,13 +22,17 @@ DBX_SCOPE = f"{DBX}/user_impersonation"
 HOST = {"server_hostname": "adb-1.azuredatabricks.net", "http_path": "/sql/1.0/warehouses/w"}
 
 
+#: The entra profile with Azure Databricks as a resource (shared with test_providers).
+ENTRA_IDP: dict[str, Any] = {
+    "profile": "entra",
+    "access_token_ttl": TTL,
+    "resources": {f"urn:entra:{DBX}": {"audience": DBX, "scopes": [DBX_SCOPE]}},
+}
+
+
 @pytest.fixture
 def idp_config() -> dict[str, Any]:
-    return {
-        "profile": "entra",
-        "access_token_ttl": TTL,
-        "resources": {f"urn:entra:{DBX}": {"audience": DBX, "scopes": [DBX_SCOPE]}},
-    }
+    return dict(ENTRA_IDP)
 
 
 @pytest.fixture

@@ -15,20 +15,15 @@ import pytest
 
 from tests.idp_fixture import TestIdP, default_client
 from tests.test_consent_flow import api
+from tests.test_flavour_entra import ENTRA_IDP
 from tests.test_refresh import LEEWAY, TTL, authorize, wait_until_due
 
-DBX = "2ff814a6-3304-4ab8-85cb-cd0e6f879c1d"
-DBX_SCOPE = f"{DBX}/user_impersonation"
 BQ = "https://www.googleapis.com/auth/bigquery"
 
 
 @pytest.fixture
 def idp_config() -> dict[str, Any]:
-    return {
-        "profile": "entra",
-        "access_token_ttl": TTL,
-        "resources": {f"urn:entra:{DBX}": {"audience": DBX, "scopes": [DBX_SCOPE]}},
-    }
+    return dict(ENTRA_IDP)
 
 
 @pytest.fixture

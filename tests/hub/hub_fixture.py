@@ -210,6 +210,27 @@ def running_hub(workdir: Path, **kw: Any) -> Iterator[TestHub]:
         hub.stop()
 
 
+def use_oauth_login(hub: Any, idp: Any, scope: list[str]) -> None:
+    """Make ``hub`` (a TestHub with authenticator="generic-oauth") log users in at the
+    test IdP ``idp`` with GenericOAuthenticator, asking for ``scope``."""
+    meta = idp.discovery()
+    login_config = {
+        "client_id": idp.client_id,
+        "client_secret": idp.client_secret,
+        "oauth_callback_url": f"{hub.public_url}hub/oauth_callback",
+        "authorize_url": meta["authorization_endpoint"],
+        "token_url": meta["token_endpoint"],
+        "userdata_from_id_token": True,
+        "username_claim": "sub",
+        "scope": scope,
+    }
+    cfg = hub.dir / "jupyterhub_config.py"
+    cfg.write_text(
+        cfg.read_text()
+        + "".join(f"c.GenericOAuthenticator.{k} = {v!r}\n" for k, v in login_config.items())
+    )
+
+
 def service_config(**connauth: Any) -> str:
     lines = [f"c.ConnAuth.{k} = {v!r}" for k, v in connauth.items() if k[0] != "_"]
     lines += [f"c.ConnAuthHub.{k[1:]} = {v!r}" for k, v in connauth.items() if k[0] == "_"]

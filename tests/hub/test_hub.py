@@ -15,7 +15,7 @@ import jwt as pyjwt
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.hub.hub_fixture import CHP, TestHub, hub_browser, service_config
+from tests.hub.hub_fixture import CHP, TestHub, hub_browser, service_config, use_oauth_login
 from tests.idp_fixture import DEFAULT_CLIENT_SECRET, TestIdP, default_client, headless_login
 from tests.servers.databricks.fixture import DatabricksServer
 from tests.test_passthrough_jwt import rsa_pem
@@ -354,22 +354,7 @@ def oauth_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         clients=[default_client([hub.callback_url, login_callback])],
     )
     idp.start()
-    meta = idp.discovery()
-    login_config = {
-        "client_id": idp.client_id,
-        "client_secret": DEFAULT_CLIENT_SECRET,
-        "oauth_callback_url": login_callback,
-        "authorize_url": meta["authorization_endpoint"],
-        "token_url": meta["token_endpoint"],
-        "userdata_from_id_token": True,
-        "username_claim": "sub",
-        "scope": ["openid", "email"],
-    }
-    cfg = hub_dir / "jupyterhub_config.py"
-    cfg.write_text(
-        cfg.read_text()
-        + "".join(f"c.GenericOAuthenticator.{k} = {v!r}\n" for k, v in login_config.items())
-    )
+    use_oauth_login(hub, idp, ["openid", "email"])
     (hub_dir / "connauth_hub_config.py").write_text(
         service_config(
             discovery_url=idp.discovery_url,

@@ -14,7 +14,7 @@ import httpx2
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.hub.hub_fixture import CHP, TestHub, service_config
+from tests.hub.hub_fixture import CHP, TestHub, service_config, use_oauth_login
 from tests.hub.test_hub import Hub
 from tests.idp_fixture import DEFAULT_CLIENT_SECRET, TestIdP, default_client, headless_login
 
@@ -45,23 +45,8 @@ def entra_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Hub, h
         clients=[default_client([hub.callback_url, login_callback])],
     )
     idp.start()
-    meta = idp.discovery()
-    login_config = {
-        "client_id": idp.client_id,
-        "client_secret": DEFAULT_CLIENT_SECRET,
-        "oauth_callback_url": login_callback,
-        "authorize_url": meta["authorization_endpoint"],
-        "token_url": meta["token_endpoint"],
-        "userdata_from_id_token": True,
-        "username_claim": "sub",
-        # the hub login asks for this app's own API: its token is an OBO assertion
-        "scope": ["openid", "email", f"api://{idp.client_id}/access_as_user"],
-    }
-    cfg = hub_dir / "jupyterhub_config.py"
-    cfg.write_text(
-        cfg.read_text()
-        + "".join(f"c.GenericOAuthenticator.{k} = {v!r}\n" for k, v in login_config.items())
-    )
+    # the hub login asks for this app's own API: its token is an OBO assertion
+    use_oauth_login(hub, idp, ["openid", "email", f"api://{idp.client_id}/access_as_user"])
     obo = {"connector": "databricks", "server_hostname": "h", "http_path": "/p"}
     (hub_dir / "connauth_hub_config.py").write_text(
         service_config(

@@ -19,10 +19,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from ...core.scopes import missing_scopes
-from ..oidc import prompt_params
 from .base import DoctorFacts, Finding, IdPFlavour
 
 GRAPH_RESOURCES = ("https://graph.microsoft.com", "00000003-0000-0000-c000-000000000000")
@@ -47,17 +46,7 @@ class Azure(IdPFlavour):
     name = "azure"
     label = "Microsoft Entra ID"
     auth_preference = ("client_secret_post", "client_secret_basic")
-
-    def prompt_params(
-        self,
-        scopes: list[str],
-        params: Mapping[str, str],
-        *,
-        switch_account: bool,
-        reason: str = "",
-    ) -> dict[str, str]:
-        no_offline = [s for s in scopes if s != "offline_access"]
-        return prompt_params(no_offline, params, switch_account=switch_account, reason=reason)
+    offline_needs_consent = False
 
     def missing_scopes(self, requested: Iterable[str], granted: Iterable[str] | None) -> list[str]:
         if granted is None:

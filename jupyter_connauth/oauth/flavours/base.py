@@ -55,6 +55,9 @@ class IdPFlavour:
     #: Whether a refresh request names the scopes (Entra requires them; RFC 6749 6 makes
     #: them optional, meaning "as originally granted").
     refresh_scope: ClassVar[bool] = True
+    #: Whether ``offline_access`` needs ``prompt=consent`` for a refresh token (OpenID
+    #: Connect Core 11); IdPs that issue one without say False.
+    offline_needs_consent: ClassVar[bool] = True
     #: Scopes this IdP does not know and must never be sent.
     unknown_scopes: ClassVar[frozenset[str]] = frozenset()
 
@@ -70,7 +73,10 @@ class IdPFlavour:
         switch_account: bool,
         reason: str = "",
     ) -> dict[str, str]:
-        """The :class:`~..oidc.PromptRules` of this flavour."""
+        """The :class:`~..oidc.PromptRules` of this flavour: OpenID Connect's, without
+        its ``prompt=consent`` for ``offline_access`` where the IdP does not need it."""
+        if not self.offline_needs_consent:
+            scopes = [s for s in scopes if s != "offline_access"]
         return prompt_params(scopes, params, switch_account=switch_account, reason=reason)
 
     # -- the token responses -------------------------------------------------------

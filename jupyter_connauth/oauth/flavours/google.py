@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..oidc import prompt_params
 from .base import DoctorFacts, Finding, IdPFlavour
 
 #: Consent reasons on which Google would issue no new refresh token without
@@ -26,6 +25,7 @@ class Google(IdPFlavour):
     name = "google"
     label = "Google"
     unknown_scopes = frozenset({"offline_access"})
+    offline_needs_consent = False
 
     def prompt_params(
         self,
@@ -38,8 +38,7 @@ class Google(IdPFlavour):
         out = {"access_type": "offline", **params}
         if reason and reason != FIRST_USE:
             out.setdefault("prompt", "consent")
-        no_offline = [s for s in scopes if s != "offline_access"]
-        return prompt_params(no_offline, out, switch_account=switch_account, reason=reason)
+        return super().prompt_params(scopes, out, switch_account=switch_account, reason=reason)
 
     def doctor(self, facts: DoctorFacts) -> list[Finding]:
         out = super().doctor(facts)

@@ -14,9 +14,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from ..oidc import prompt_params
 from .base import IdPFlavour
 
 
@@ -24,17 +21,7 @@ class Keycloak(IdPFlavour):
     name = "keycloak"
     label = "Keycloak"
     refresh_scope = False
-
-    def prompt_params(
-        self,
-        scopes: list[str],
-        params: Mapping[str, str],
-        *,
-        switch_account: bool,
-        reason: str = "",
-    ) -> dict[str, str]:
-        no_offline = [s for s in scopes if s != "offline_access"]
-        return prompt_params(no_offline, params, switch_account=switch_account, reason=reason)
+    offline_needs_consent = False
 
 
 FLAVOUR = Keycloak()

@@ -13,9 +13,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from ..oidc import prompt_params
 from .base import DoctorFacts, Finding, IdPFlavour
 
 
@@ -23,17 +20,7 @@ class Okta(IdPFlavour):
     name = "okta"
     label = "Okta"
     auth_preference = ("client_secret_basic", "client_secret_post")
-
-    def prompt_params(
-        self,
-        scopes: list[str],
-        params: Mapping[str, str],
-        *,
-        switch_account: bool,
-        reason: str = "",
-    ) -> dict[str, str]:
-        no_offline = [s for s in scopes if s != "offline_access"]
-        return prompt_params(no_offline, params, switch_account=switch_account, reason=reason)
+    offline_needs_consent = False
 
     def exchange_params(self, params: dict[str, str], resource: str | None) -> dict[str, str]:
         if resource and "audience" not in params:
