@@ -197,3 +197,12 @@ async def test_common_endpoint_other_tenant_is_refused(jp_fetch, consent, common
     assert "allowed_tenants" in page.text, page.text[:3000]
     status = await api(jp_fetch, "connections", "sales")
     assert status["status"] == "consent_required"
+
+
+@pytest.mark.parametrize("common_tenants", [[]])
+async def test_common_endpoint_without_allowed_tenants_doctor_names_the_fix(
+    jp_fetch, common_tenants
+):
+    doctor = _checks(await api(jp_fetch, "connections", "sales", "doctor"))
+    assert doctor["tenants"]["ok"] is False
+    assert "c.ConnAuth.allowed_tenants" in doctor["tenants"]["fix"]

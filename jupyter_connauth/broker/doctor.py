@@ -111,6 +111,7 @@ async def diagnose(broker: Broker, user: str, name: str) -> list[dict[str, Any]]
             connection=spec,
             consent_scopes=lane.flows.requested_scopes(spec),
             token_claims=_stored_claims(broker, user, name),
+            allowed_tenants=settings.allowed_tenants,
         )
         checks.extend(Check(f.check, f.ok, f.detail, f.fix) for f in flavour.doctor(facts))
     if spec.auth == "oauth-jwt":

@@ -28,7 +28,8 @@ _FIXES: dict[str, str] = {
     "invalid_client": (
         "The IdP rejected the app's credentials: check c.ConnAuth.client_id and "
         "c.ConnAuth.client_secret (or JUPYTER_CONNAUTH_CLIENT_SECRET); the secret may have "
-        "expired."
+        "expired; and the app's client authentication (c.ConnAuth.token_endpoint_auth_method: "
+        "Okta apps use client_secret_basic, the default when discovery lists it)."
     ),
     "unauthorized_client": (
         "The IdP app may not use this grant: enable the authorization code flow (and refresh "

@@ -84,6 +84,17 @@ class Azure(IdPFlavour):
                     "tokens for offline_access without it",
                 )
             )
+        if "{tenantid}" in str(facts.metadata.get("issuer")) and not facts.allowed_tenants:
+            out.append(
+                Finding(
+                    "tenants",
+                    False,
+                    "a multi-tenant discovery URL (common / organizations) and no allowed "
+                    "tenant: every sign-in is refused",
+                    "list the tenant ids whose users may sign in in c.ConnAuth.allowed_tenants "
+                    "(or use the tenant's own discovery URL)",
+                )
+            )
         defaults = [s for s in spec.scopes if s.endswith("/.default")]
         if defaults:
             out.append(

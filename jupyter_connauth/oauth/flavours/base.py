@@ -42,6 +42,7 @@ class DoctorFacts:
     consent_scopes: Sequence[str]
     #: Claims of the user's stored access token (unverified; for diagnosis only).
     token_claims: Mapping[str, Any] = field(default_factory=dict)
+    allowed_tenants: Sequence[str] = ()
 
 
 class IdPFlavour:
