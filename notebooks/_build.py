@@ -168,19 +168,22 @@ def offline_access_note(google: bool = False) -> str:
     text = """
         `offline_access` asks for a refresh token, so a user consents once and the broker
         refreshes silently 60 s before expiry; without it users consent again whenever the
-        access token expires (`doctor` flags that where the IdP supports the scope). When a
-        connection requests `offline_access` the broker also sends `prompt=consent`, which
-        OIDC requires for a refresh token. `c.ConnAuth.identity_scopes` (default
+        access token expires (`doctor` flags that where the IdP supports the scope). The
+        `prompt` follows the flavour (`c.ConnAuth.flavour`): plain OIDC gets
+        `prompt=consent` with `offline_access` (OIDC requires it for a refresh token);
+        Entra ID, Okta and Keycloak never get it (Entra issues refresh tokens without it,
+        and in a tenant that restricts user consent `prompt=consent` means "Need admin
+        approval", AADSTS90094). `c.ConnAuth.identity_scopes` (default
         `openid email`) are added to every consent so the broker knows who the user is.
         Changing a connection's `scopes` invalidates every user's token for it: each user
         sees the consent once more.
         """
     if google:
         text += """
-        Google has no `offline_access` scope (asking for it fails with `invalid_scope`): it
-        issues refresh tokens for `access_type=offline`, and reliably only on a consent
-        screen, hence `c.ConnAuth.authorize_params = {"access_type": "offline", "prompt":
-        "consent"}`.
+        Google has no `offline_access` scope (asking for it fails with `invalid_scope`), so
+        the `google` flavour never sends it: it sends `access_type=offline` always, and
+        `prompt=consent` when a user consents again (after a scope edit, a revoked or
+        expired grant), the only time Google issues a new refresh token. Nothing to set.
         """
     return text
 
@@ -226,10 +229,14 @@ def doctor_cells(name: str) -> list[Cell]:
         md(
             """
             `list` shows the connections you may use; `doctor` checks one: the IdP's
-            discovery URL and issuer, the flavour (`azure` for `login.microsoftonline.com`,
-            else `oidc`), the redirect URI to register, the scopes against the default
-            template, `offline_access`, the Snowflake key and JWT issuer where relevant,
-            and your own token. Every ✘ comes with the fix.
+            discovery URL and issuer, the flavour (`c.ConnAuth.flavour`, else from the
+            discovery URL: `azure`, `google`, `okta`, `keycloak` or `oidc`), the client
+            authentication against the IdP's discovery, the redirect URI to register, the
+            scopes against the default template, `offline_access`, the flavour's own
+            checks (Entra: `prompt=consent`, `.default`, what to expose for on-behalf-of and
+            your subject token's audience; Okta: the exchange `audience`), the Snowflake
+            key and JWT issuer where relevant, and your own token. Every ✘ comes with the
+            fix.
             """
         ),
         code("%sql_connector list"),
@@ -280,9 +287,15 @@ def common_troubles(name: str, *, jwt: bool = False) -> list[tuple[str, str]]:
             "adds the delegated permission the scopes need.",
         ),
         (
+            "`AADSTS90094` (Need admin approval)",
+            "The tenant lets only admins consent: an admin grants consent for the "
+            "organization, and `c.ConnAuth.authorize_params` must not send `prompt=consent`.",
+        ),
+        (
             "`invalid_client`, `AADSTS7000215`",
             "Check `c.ConnAuth.client_id` and the secret (`JUPYTER_CONNAUTH_CLIENT_SECRET`); "
-            "it may have expired.",
+            "it may have expired. Okta apps want `client_secret_basic` "
+            "(`c.ConnAuth.token_endpoint_auth_method`; by default from discovery).",
         ),
         (
             "`invalid_grant`, `AADSTS700082`",
@@ -405,7 +418,7 @@ def bigquery() -> list[Cell]:
             server_config(
                 "https://accounts.google.com/.well-known/openid-configuration",
                 """
-                c.ConnAuth.authorize_params = {"access_type": "offline", "prompt": "consent"}
+                # flavour "google" from the URL: access_type=offline, no offline_access
                 c.ConnAuth.connections = {
                     "bq": {
                         "connector": "bigquery",
@@ -683,8 +696,10 @@ def bigquery() -> list[Cell]:
                 ),
                 (
                     "A consent popup every hour (Google)",
-                    'Set `c.ConnAuth.authorize_params = {"access_type": "offline", '
-                    '"prompt": "consent"}` so Google issues a refresh token.',
+                    "Google issued no refresh token: check `doctor` says the flavour is "
+                    '`google` (set `c.ConnAuth.flavour = "google"` behind a proxy URL) and '
+                    "that `c.ConnAuth.authorize_params` has no `access_type`; then revoke "
+                    "and authorize again.",
                 ),
             ],
         ),
@@ -767,7 +782,7 @@ def databricks() -> list[Cell]:
                 ("flavour", "default scopes"),
                 [
                     ("Azure", f"`{AZURE_DATABRICKS}/user_impersonation offline_access`"),
-                    ("OIDC", "`offline_access`"),
+                    ("OIDC, Okta, Keycloak", "`offline_access`"),
                 ],
             ),
             offline_access_note(),
@@ -840,10 +855,19 @@ def databricks() -> list[Cell]:
             `2ff814a6-3304-4ab8-85cb-cd0e6f879c1d/.default`), with no Databricks consent
             screen. Entra exchanges only tokens issued *to the Jupyter app*, so:
 
-            1. In the Jupyter app registration, e.g. Expose an API: set the Application ID
-               URI (e.g. `api://<client-id>`) and add a scope such as `access_as_user`.
+            1. In the Jupyter app registration, Expose an API: set the Application ID URI
+               `api://<client-id>` and add the scope `access_as_user` (admins and users may
+               consent); then API permissions → My APIs → the app → `access_as_user`, and
+               *Grant admin consent*. `doctor` prints these exact values.
             2. Keep the AzureDatabricks `user_impersonation` permission, with admin consent.
-            3. Keep the client secret: the exchange needs a confidential client.
+            3. Keep the client secret (or `private_key_jwt`): the exchange needs a
+               confidential client.
+
+            The user consents to `openid email offline_access api://<client-id>/access_as_user`
+            by default (`c.ConnAuth.app_api_scope` names another scope). Conditional Access
+            (MFA, compliant device) may answer the exchange with `interaction_required` and
+            a claims challenge: the broker then asks the user to authorize again, passing the
+            claims, once.
 
             ```python
             c.ConnAuth.connections["sales-obo"] = {
@@ -851,9 +875,9 @@ def databricks() -> list[Cell]:
                 "auth": "on-behalf-of",
                 "server_hostname": "adb-1234567890123456.7.azuredatabricks.net",
                 "http_path": "/sql/1.0/warehouses/abcdef1234567890",
-                # what the user consents to (the default, openid email offline_access,
-                # gives a Microsoft Graph token, which Entra will not exchange)
-                "subject_scopes": "api://<client-id>/access_as_user openid email offline_access",
+                # what the user consents to defaults to openid email offline_access
+                # api://<client-id>/access_as_user (a token for the app itself; a
+                # Microsoft Graph token would be refused: AADSTS500131)
                 # scopes default to 2ff814a6-3304-4ab8-85cb-cd0e6f879c1d/.default
             }
             ```
@@ -1060,7 +1084,7 @@ def snowflake() -> list[Cell]:
             table(
                 ("flavour", "default scopes"),
                 [
-                    ("OIDC (Okta)", "`session:role-any offline_access`"),
+                    ("Okta, Keycloak, OIDC", "`session:role-any offline_access`"),
                     (
                         "Azure",
                         "none: set e.g. `api://<resource-app-id>/session:role-any offline_access`",
@@ -1206,9 +1230,8 @@ def snowflake() -> list[Cell]:
             }
             ```
 
-            With Google as the IdP, also set `"scopes": "openid email"` (Google rejects
-            `offline_access`) and `c.ConnAuth.authorize_params = {"access_type": "offline",
-            "prompt": "consent"}`.
+            With Google as the IdP nothing more is needed: the `google` flavour leaves
+            `offline_access` out and sends `access_type=offline`.
 
             **4. The security integration.** `EXTERNAL_OAUTH_ISSUER` must be exactly
             `c.ConnAuth.jwt_issuer`: by default `c.ConnAuth.public_url`, trailing slash

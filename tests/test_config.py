@@ -19,9 +19,12 @@ from tests.test_consent_flow import api
     [
         ("https://login.microsoftonline.com/tid/v2.0/.well-known/openid-configuration", "azure"),
         ("https://LOGIN.microsoftonline.com/common/v2.0/.well-known/openid-configuration", "azure"),
-        ("https://accounts.google.com/.well-known/openid-configuration", "oidc"),
+        ("https://accounts.google.com/.well-known/openid-configuration", "google"),
         ("https://login.microsoftonline.com.evil.example/.well-known/openid-configuration", "oidc"),
-        ("https://example.okta.com/.well-known/openid-configuration", "oidc"),
+        ("https://example.okta.com/oauth2/default/.well-known/openid-configuration", "okta"),
+        ("https://okta.com.evil.example/.well-known/openid-configuration", "oidc"),
+        ("https://sso.example.com/realms/acme/.well-known/openid-configuration", "keycloak"),
+        ("https://accounts.google.com.evil.example/.well-known/openid-configuration", "oidc"),
         ("https://login.microsoftonline.us/tid/v2.0/.well-known/openid-configuration", "azure"),
     ],
 )

@@ -11,15 +11,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx2
 
 from ..core.connections import ConnectionSpec
 from ..core.errors import AccessDenied, ConfigError, ConnAuthError, SubjectRejected
-from ..core.flavours import Flavour, detect_flavour
+from ..core.flavours import Flavour
 from ..core.tokens import REASON_TEXT, Flow
-from ..oauth.client import IdPClient
 from ..oauth.google_sts import GoogleToken
 from ..oauth.rfc6749 import TokenResponse
 from .config import ConnAuth
@@ -28,8 +28,9 @@ from .federation import Federation
 from .flows import ConsentFlows, FlowStart
 from .grants import TokenGrant, consent_reason, grant_of
 from .jwt_mint import JWTMinter, jwt_subject, signing_refusal
-from .passthrough import Exchanger
+from .passthrough import ClaimsChallenged, Exchanger
 from .principal import Principal
+from .provider import Provider, build_provider, default_settings, provider_settings
 from .refresh import Refresher
 from .registry import ConnectionRegistry
 from .store import TokenStore
@@ -48,6 +49,17 @@ KEY_CHANGED = ConnAuthError(
 )
 
 
+@dataclass
+class Lane:
+    """One IdP and the parts of the broker that talk to it."""
+
+    provider: Provider
+    flows: ConsentFlows
+    refresher: Refresher
+    exchanger: Exchanger
+    device: DeviceFlows
+
+
 class Broker:
     #: True where notebook users cannot read this process's files (the hub service):
     #: only there may it hold a Snowflake signing key without an admin's opt-in.
@@ -64,43 +76,39 @@ class Broker:
         self.config = config
         self.store = store
         self.redirect_uri = redirect_uri
-        if not config.discovery_url:
-            self.config_error: ConfigError | None = ConfigError(
-                "c.ConnAuth.discovery_url",
-                "not set",
-                "set it (or JUPYTER_CONNAUTH_DISCOVERY_URL) to your IdP's "
-                "/.well-known/openid-configuration URL",
-            )
-        elif not config.client_id:
-            self.config_error = ConfigError(
-                "c.ConnAuth.client_id",
-                "not set",
-                "set it (or JUPYTER_CONNAUTH_CLIENT_ID) to the IdP app's client id",
-            )
-        else:
-            self.config_error = None
-        self.flavour: Flavour = detect_flavour(config.discovery_url)
-        self.idp = IdPClient(
-            config.discovery_url,
-            config.client_id,
-            config.client_secret,
+        default = build_provider(
+            default_settings(config),
             timeout=config.http_timeout,
+            ca_bundle=config.ca_bundle,
             transport=transport,
         )
+        self.config_error: ConfigError | None = default.error
+        self.provider = default
+        self.lanes: dict[str, Lane] = {"": self._lane(default)}
+        for pname, raw in config.providers.items():
+            try:
+                settings = provider_settings(str(pname), raw, config)
+            except ConfigError as e:
+                log.error("jupyter-connauth: %s", e)
+                continue
+            p = build_provider(settings, timeout=config.http_timeout, ca_bundle=config.ca_bundle)
+            if p.error is not None:
+                log.error("jupyter-connauth: %s", p.error)
+            self.lanes[settings.name] = self._lane(p)
+        main = self.lanes[""]
+        self.idp, self.flows = default.idp, main.flows
+        self.refresher, self.exchanger = main.refresher, main.exchanger
+        self.flavour: Flavour = default.flavour.name  # type: ignore[assignment]
         self.registry = ConnectionRegistry(
-            config.connections, self.flavour, store, allow_api=config.allow_api_connections
-        )
-        self.flows = ConsentFlows(
-            self.idp,
+            config.connections,
+            {
+                n: (lane.provider.flavour.name, lane.provider.subject_scopes())  # type: ignore[misc]
+                for n, lane in self.lanes.items()
+            },
             store,
-            redirect_uri=redirect_uri,
-            identity_scopes=list(config.identity_scopes),
-            authorize_params={str(k): str(v) for k, v in config.authorize_params.items()},
-            ttl=config.flow_ttl,
+            allow_api=config.allow_api_connections,
         )
-        self.device_flows = DeviceFlows(self.flows, self.connection)
-        self.refresher = Refresher(config, store, self.idp, self.flows)
-        self.exchanger = Exchanger(self.idp, config.refresh_leeway)
+        #: BigQuery through Workforce Identity Federation: Google STS, whatever the IdP.
         self.federation = Federation(
             config.refresh_leeway,
             config.http_timeout,
@@ -109,22 +117,60 @@ class Broker:
         )
         self.minter = JWTMinter(config.jwt_issuer, self._stored_private_key)
 
+    def _lane(self, provider: Provider) -> Lane:
+        config = self.config
+        params = dict(provider.settings.authorize_params) or {
+            str(k): str(v) for k, v in config.authorize_params.items()
+        }
+        flows = ConsentFlows(
+            provider.idp,
+            self.store,
+            redirect_uri=self.redirect_uri,
+            identity_scopes=list(config.identity_scopes),
+            authorize_params=params,
+            ttl=config.flow_ttl,
+        )
+        return Lane(
+            provider,
+            flows,
+            Refresher(config, self.store, provider.idp, flows),
+            Exchanger(provider.idp, config.refresh_leeway),
+            DeviceFlows(flows, self.connection),
+        )
+
+    def forget_exchanged(self, user: str, name: str) -> None:
+        """Drop the in-memory exchanged token of ``user`` for ``name`` (any provider)."""
+        for lane in self.lanes.values():
+            lane.exchanger.forget(user, name)
+        self.federation.forget(user, name)
+
+    def lane(self, spec: ConnectionSpec) -> Lane:
+        """The IdP, flows, refresher and exchanger of a connection's provider."""
+        return self.lanes[spec.provider]
+
     def set_redirect_uri(self, uri: str) -> None:
-        self.redirect_uri = self.flows.redirect_uri = uri
+        self.redirect_uri = uri
+        for lane in self.lanes.values():
+            lane.flows.redirect_uri = uri
 
     def _stored_private_key(self, name: str) -> bytes | None:
         return self.store.get_secret(f"connection:{name}:private_key")
 
     async def aclose(self) -> None:
-        self.device_flows.close()
-        await self.idp.aclose()
+        for lane in self.lanes.values():
+            lane.device.close()
+            await lane.provider.idp.aclose()
+            lane.refresher.close()
         await self.federation.aclose()
-        self.refresher.close()
         self.store.close()
 
-    def _check_config(self) -> None:
-        if self.config_error is not None:
-            raise self.config_error
+    def _check_config(self, spec: ConnectionSpec | None = None) -> None:
+        error = self.lanes[spec.provider].provider.error if spec is not None else None
+        if error is None and self.config_error is not None:
+            if spec is None or not spec.provider:
+                error = self.config_error
+        if error is not None:
+            raise error
 
     def connection(self, name: str) -> ConnectionSpec:
         return self.registry.get(name)
@@ -139,11 +185,12 @@ class Broker:
         verified email. Pass-through modes: the user's token exchanged for the
         warehouse's. In every case the stored grant is refreshed first when due.
         """
-        self._check_config()
         spec = self.connection(name)
+        self._check_config(spec)
         if spec.auth == "oauth-jwt" and (refused := self._jwt_refusal()) is not None:
             raise refused  # before any consent: the user could not use it anyway
-        result = await self.refresher.grant(user, spec, expected_email)
+        lane = self.lane(spec)
+        result = await lane.refresher.grant(user, spec, expected_email)
         if isinstance(result, FlowStart) or spec.auth == "oauth":
             return result
         try:
@@ -156,12 +203,18 @@ class Broker:
                     user, spec, result.access_token, id_token
                 )
             else:
-                exchanged = await self.exchanger.exchange(user, spec, result.access_token)
+                exchanged = await lane.exchanger.exchange(user, spec, result.access_token)
+        except ClaimsChallenged as e:
+            # The subject must come from a sign-in that passes the claims: a consent
+            # with them (the stored grant stays until it completes).
+            lane.flows.challenge(user, name, e.claims)
+            return await lane.flows.start(
+                user, spec, "claims_challenge", expected_email=expected_email
+            )
         except SubjectRejected:
             self.store.drop_token(user, name, "grant_revoked")
-            self.exchanger.forget(user, name)
-            self.federation.forget(user, name)
-            return await self.flows.start(
+            self.forget_exchanged(user, name)
+            return await lane.flows.start(
                 user, spec, "grant_revoked", expected_email=expected_email
             )
         return grant_of(
@@ -215,13 +268,11 @@ class Broker:
     ) -> FlowStart | DeviceStart:
         """A consent flow: ``method`` ``"browser"`` (the authorization code) or
         ``"device"`` (RFC 8628's user code, which the broker then polls for)."""
-        self._check_config()
         spec = self.connection(name)
-        if method == "device":
-            return await self.device_flows.start(
-                user, spec, reason, expected_email=expected_email, switch_account=switch_account
-            )
-        return await self.flows.start(
+        self._check_config(spec)
+        lane = self.lane(spec)
+        starter = lane.device if method == "device" else lane.flows
+        return await starter.start(
             user, spec, reason, expected_email=expected_email, switch_account=switch_account
         )
 
@@ -259,7 +310,12 @@ class Broker:
         return flow
 
     async def callback(self, params: Mapping[str, str], caller: str | None) -> Flow:
-        return await self.flows.callback(params, caller=caller, spec_for=self.connection)
+        return await self.flows.callback(
+            params,
+            caller=caller,
+            spec_for=self.connection,
+            flows_for=lambda name: self.lane(self.connection(name)).flows,
+        )
 
     async def revoke(self, user: str, name: str) -> dict[str, Any]:
         spec = self.connection(name)
@@ -270,16 +326,15 @@ class Broker:
             assert stored is not None and stored.record is not None
             record = stored.record
             self.store.drop_token(user, name, "revoked")
-            self.exchanger.forget(user, name)
-            self.federation.forget(user, name)
-            if self.config_error is None:
+            self.forget_exchanged(user, name)
+            lane = self.lane(spec)
+            if lane.provider.error is None:
+                idp = lane.provider.idp
                 try:
                     if record.refresh_token:
-                        revoked_at_idp = await self.idp.revoke(
-                            record.refresh_token, "refresh_token"
-                        )
+                        revoked_at_idp = await idp.revoke(record.refresh_token, "refresh_token")
                     else:
-                        revoked_at_idp = await self.idp.revoke(record.access_token, "access_token")
+                        revoked_at_idp = await idp.revoke(record.access_token, "access_token")
                 except ConnAuthError as e:
                     log.warning("jupyter-connauth: revocation at the IdP failed: %s", e.message)
         return {"connection": spec.name, "revoked": had, "revoked_at_idp": revoked_at_idp}
@@ -306,8 +361,10 @@ class Broker:
             out.update(status="error", **refused.to_json())
             return out
         stored = self.store.get_token(user, name)
-        if self.config_error is not None:
-            out.update(status="error", **self.config_error.to_json())
+        try:
+            self._check_config(spec)
+        except ConfigError as e:
+            out.update(status="error", **e.to_json())
             return out
         reason = consent_reason(spec, stored)
         if reason is not None:

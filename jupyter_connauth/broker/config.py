@@ -30,8 +30,67 @@ class ConnAuth(Configurable):
 
     discovery_url = Unicode(
         help="""OpenID discovery URL of the IdP (ends in /.well-known/openid-configuration).
-        A login.microsoftonline.com URL selects the Azure flavour and its default scopes.
+        Its host selects the flavour when c.ConnAuth.flavour is unset.
         Default: $JUPYTER_CONNAUTH_DISCOVERY_URL.""",
+    ).tag(config=True)
+
+    flavour = Unicode(
+        "",
+        help="""The IdP's flavour: azure | google | okta | keycloak | oidc. It decides the
+        default scopes, when prompt=consent is sent (never on azure; on google only when a
+        user consents again, e.g. after a scope edit; with offline_access on oidc), the
+        scopes sent (no offline_access on google, which gets access_type=offline), how
+        granted scopes answer requested ones (azure: <resource>/.default is satisfied by
+        any granted scope of that resource) and what doctor checks. Default: from the
+        discovery URL: login.microsoftonline.com → azure, accounts.google.com → google,
+        *.okta.com → okta, a /realms/ path → keycloak, else oidc.""",
+    ).tag(config=True)
+
+    token_endpoint_auth_method = Unicode(
+        "",
+        help="""How the app authenticates at the IdP's token endpoint: client_secret_basic,
+        client_secret_post, private_key_jwt (RFC 7523, with
+        c.ConnAuth.client_private_key_path) or none (a public client, PKCE alone).
+        Default: from discovery's token_endpoint_auth_methods_supported: basic when listed
+        (Okta apps require it), post when only that is listed (Entra ID: post first);
+        private_key_jwt when a client private key is configured; none without a secret.""",
+    ).tag(config=True)
+
+    client_private_key_path = Unicode(
+        "",
+        help="""PEM file of the app's RSA or EC private key for private_key_jwt client
+        authentication (its public key registered at the IdP app). Readable only by the
+        server's account.""",
+    ).tag(config=True)
+
+    client_private_key_id = Unicode(
+        "",
+        help="""The kid of the private_key_jwt signing key as registered at the IdP
+        (Entra: the certificate's thumbprint). Default: the key's RFC 7638 thumbprint.""",
+    ).tag(config=True)
+
+    ca_bundle = Unicode(
+        "",
+        help="""PEM file of CA certificates trusted for IdP calls besides the system's (and
+        SSL_CERT_FILE's): a corporate CA or a TLS-inspecting proxy. Proxies come from
+        HTTPS_PROXY / HTTP_PROXY / NO_PROXY.""",
+    ).tag(config=True)
+
+    app_api_scope = Unicode(
+        "",
+        help="""Azure on-behalf-of: the scope of this app's own API the user consents to, so
+        the subject token Entra exchanges is for this app (AADSTS500131 otherwise).
+        Default: api://<client_id>/access_as_user (App registration → Expose an API →
+        Application ID URI api://<client_id>, scope access_as_user). A connection's
+        subject_scopes overrides it.""",
+    ).tag(config=True)
+
+    allowed_tenants = List(
+        Unicode(),
+        help="""Entra ID multi-tenant apps (discovery URL with common or organizations):
+        the tenant ids (tid) whose users may sign in. The issuer template
+        https://login.microsoftonline.com/{tenantid}/v2.0 is filled with the token's tid
+        only for these; an ID token of another tenant is refused.""",
     ).tag(config=True)
 
     @default("discovery_url")
@@ -55,13 +114,26 @@ class ConnAuth(Configurable):
     def _default_client_secret(self) -> str:
         return os.environ.get("JUPYTER_CONNAUTH_CLIENT_SECRET", "")
 
+    providers = Dict(
+        help="""More identity providers besides the top-level one, by name: each a dict
+        with discovery_url, client_id, client_secret, and optionally flavour,
+        token_endpoint_auth_method, client_private_key_path, client_private_key_id,
+        authorize_params, app_api_scope, allowed_tenants (as the c.ConnAuth settings of
+        those names). A connection names its IdP with 'provider'; without it, the
+        top-level settings are its IdP. All providers share the one callback URL
+        (register it at each IdP app). Example: {"google": {"discovery_url":
+        "https://accounts.google.com/.well-known/openid-configuration", "client_id": "…",
+        "client_secret": "…"}}""",
+    ).tag(config=True)
+
     connections = Dict(
         help="""Connections by name. Each is a dict with 'connector' (bigquery | databricks |
         snowflake), the data-source parameters (bigquery: project; databricks:
         server_hostname, http_path; snowflake: account, warehouse, database, role),
         'auth' (oauth | oauth-jwt | on-behalf-of | token-exchange; default oauth),
         'scopes' (default: the template for the connector and IdP flavour), optionally
-        'resource' (RFC 8707 resource indicator) and 'driver_options'.
+        'resource' (RFC 8707 resource indicator), 'provider' (a name of
+        c.ConnAuth.providers; default the top-level IdP) and 'driver_options'.
         Connections from config are read-only in the UI and the API.""",
     ).tag(config=True)
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import ConnAuthError
 from ..core.flavours import default_scopes
+from ..oauth.flavours import DoctorFacts
 from ..oauth.rfc8628 import device_endpoint
 from .federation import federation_checks
 from .fixes import device_fix
@@ -28,15 +31,18 @@ class Check:
 async def diagnose(broker: Broker, user: str, name: str) -> list[dict[str, Any]]:
     checks: list[Check] = []
     spec = broker.connection(name)
-    cfg = broker.config
-    if broker.config_error is not None:
-        checks.append(
-            Check("IdP config", False, broker.config_error.message, broker.config_error.fix)
-        )
+    lane = broker.lane(spec)
+    provider = lane.provider
+    settings = provider.settings
+    flavour = provider.flavour
+    try:
+        broker._check_config(spec)
+    except ConnAuthError as e:
+        checks.append(Check("IdP config", False, e.message, e.fix))
         return [asdict(c) for c in checks]
     from urllib.parse import urlsplit
 
-    parts = urlsplit(cfg.discovery_url)
+    parts = urlsplit(settings.discovery_url)
     if parts.scheme != "https" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
         checks.append(
             Check(
@@ -48,9 +54,9 @@ async def diagnose(broker: Broker, user: str, name: str) -> list[dict[str, Any]]
             )
         )
     try:
-        meta = await broker.idp.metadata()
+        meta = await provider.idp.metadata()
         checks.append(
-            Check("discovery URL", True, f"{cfg.discovery_url} (issuer {meta['issuer']})")
+            Check("discovery URL", True, f"{settings.discovery_url} (issuer {meta['issuer']})")
         )
         methods = meta.get("code_challenge_methods_supported") or []
         if methods and "S256" not in methods:
@@ -61,7 +67,8 @@ async def diagnose(broker: Broker, user: str, name: str) -> list[dict[str, Any]]
     except ConnAuthError as e:
         checks.append(Check("discovery URL", False, e.message, e.fix))
         meta = {}
-    checks.append(Check("flavour", None, f"{broker.flavour} (from the discovery URL's host)"))
+    how = f"{settings.where}.flavour" if settings.flavour else "from the discovery URL"
+    checks.append(Check("flavour", None, f"{flavour.name}: {flavour.label} ({how})"))
     checks.append(
         Check(
             "redirect URI",
@@ -71,24 +78,26 @@ async def diagnose(broker: Broker, user: str, name: str) -> list[dict[str, Any]]
             "Redirect URIs); behind a proxy set c.ConnAuth.public_url",
         )
     )
-    template = default_scopes(spec.connector, broker.flavour, spec.auth)
+    template = default_scopes(spec.connector, flavour.name, spec.auth)  # type: ignore[arg-type]
     scopes = " ".join(spec.scopes)
     if spec.federated:  # BigQuery through Workforce Identity Federation
-        checks.extend(Check(*c) for c in federation_checks(spec, meta, cfg.client_id))
+        checks.extend(Check(*c) for c in federation_checks(spec, meta, settings.client_id))
     elif template is not None and tuple(spec.scopes) != template:
         checks.append(
             Check(
                 "scopes",
                 None,
-                f"{scopes} (the template for {spec.connector}/{broker.flavour} is "
+                f"{scopes} (the template for {spec.connector}/{flavour.name} is "
                 f"{' '.join(template)})",
             )
         )
     else:
         checks.append(Check("scopes", True, scopes))
     supported = meta.get("scopes_supported") or []
-    if "offline_access" not in spec.consent_scopes and (
-        broker.flavour == "azure" or "offline_access" in supported
+    if (
+        "offline_access" not in spec.consent_scopes
+        and "offline_access" not in flavour.unknown_scopes
+        and (flavour.name == "azure" or "offline_access" in supported)
     ):
         checks.append(
             Check(
@@ -99,6 +108,18 @@ async def diagnose(broker: Broker, user: str, name: str) -> list[dict[str, Any]]
                 "add offline_access to the connection's scopes",
             )
         )
+    if meta:
+        facts = DoctorFacts(
+            client_id=settings.client_id,
+            metadata=meta,
+            auth_method=provider.idp.auth_method,
+            authorize_params=lane.flows.authorize_params,
+            connection=spec,
+            consent_scopes=lane.flows.requested_scopes(spec),
+            token_claims=_stored_claims(broker, user, name),
+            allowed_tenants=settings.allowed_tenants,
+        )
+        checks.extend(Check(f.check, f.ok, f.detail, f.fix) for f in flavour.doctor(facts))
     if spec.auth == "oauth-jwt":
         checks.append(_signing_check(broker))
         try:
@@ -135,7 +156,7 @@ async def diagnose(broker: Broker, user: str, name: str) -> list[dict[str, Any]]
                 "(c.ConnAuth.jwt_issuer)",
             )
         )
-        claim = cfg.jwt_subject_claim
+        claim = broker.config.jwt_subject_claim
         checks.append(
             Check(
                 "JWT subject",
@@ -175,6 +196,22 @@ def _device_check(meta: dict[str, Any], name: str) -> Check:
         "consent",
         device_fix("device_flow_unsupported", name),
     )
+
+
+def _stored_claims(broker: Broker, user: str, name: str) -> dict[str, Any]:
+    """The user's stored access token's claims, unverified: only to say what is wrong
+    with it (its audience), never to trust it. {} for an opaque token."""
+    stored = broker.store.get_token(user, name)
+    if stored is None or stored.record is None:
+        return {}
+    parts = stored.record.access_token.split(".")
+    if len(parts) != 3:
+        return {}
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return {}
+    return {k: claims[k] for k in ("aud", "tid", "iss") if isinstance(claims, dict) and k in claims}
 
 
 def _signing_check(broker: Broker) -> Check:

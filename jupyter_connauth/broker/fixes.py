@@ -28,7 +28,8 @@ _FIXES: dict[str, str] = {
     "invalid_client": (
         "The IdP rejected the app's credentials: check c.ConnAuth.client_id and "
         "c.ConnAuth.client_secret (or JUPYTER_CONNAUTH_CLIENT_SECRET); the secret may have "
-        "expired."
+        "expired; and the app's client authentication (c.ConnAuth.token_endpoint_auth_method: "
+        "Okta apps use client_secret_basic, the default when discovery lists it)."
     ),
     "unauthorized_client": (
         "The IdP app may not use this grant: enable the authorization code flow (and refresh "
@@ -61,6 +62,17 @@ _FIXES: dict[str, str] = {
         "Certificates & secrets and update c.ConnAuth.client_secret."
     ),
     "AADSTS700082": "The refresh token expired after inactivity: authorize again.",
+    "AADSTS500131": (
+        "On-behalf-of needs a subject token for this app's own API: in the app registration "
+        "Expose an API (Application ID URI api://<client_id>, scope access_as_user), and "
+        "let the connection's subject_scopes (or c.ConnAuth.app_api_scope) ask for it; "
+        "%sql_connector doctor NAME shows the exact values."
+    ),
+    "AADSTS90094": (
+        "The tenant lets only admins consent: an admin grants consent for the organization "
+        "(Enterprise applications → Permissions → Grant admin consent), and "
+        "c.ConnAuth.authorize_params must not send prompt=consent."
+    ),
 }
 
 _AADSTS = re.compile(r"\bAADSTS\d+\b")

@@ -11,15 +11,14 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ..core.connections import ConnectionSpec
 from ..core.errors import FlowError, IdPUnavailable, ScopeMismatch
-from ..core.scopes import missing_scopes
 from ..core.tokens import REASON_TEXT, Flow, TokenRecord
 from ..oauth.client import IdPClient
-from ..oauth.oidc import PromptRules, add_userinfo, identity_from_claims, prompt_params
+from ..oauth.oidc import PromptRules, add_userinfo, identity_from_claims
 from ..oauth.rfc6749 import OAuthProtocolError, TokenResponse
 from ..oauth.rfc7636 import new_code_verifier
 from ..oauth.rfc9207 import IssuerMismatchError, IssuerMissingError, check_issuer
@@ -65,7 +64,7 @@ class ConsentFlows:
         identity_scopes: list[str],
         authorize_params: Mapping[str, str],
         ttl: float = 600.0,
-        prompt_rules: PromptRules = prompt_params,
+        prompt_rules: PromptRules | None = None,
     ) -> None:
         self.idp = idp
         self.store = store
@@ -73,10 +72,20 @@ class ConsentFlows:
         self.identity_scopes = identity_scopes
         self.authorize_params = dict(authorize_params)
         self.ttl = ttl
-        self.prompt_rules = prompt_rules
+        self.prompt_rules: PromptRules = prompt_rules or idp.flavour.prompt_params
+        #: (user, connection) → the claims challenge (Entra's Conditional Access) the
+        #: next consent must pass as ``claims``, until one completes.
+        self.claims: dict[tuple[str, str], str] = {}
 
     def requested_scopes(self, spec: ConnectionSpec) -> list[str]:
-        return list(dict.fromkeys([*self.identity_scopes, *spec.consent_scopes]))
+        """What the IdP is asked for, as the flavour allows (no offline_access on Google)."""
+        wanted = dict.fromkeys([*self.identity_scopes, *spec.consent_scopes])
+        return self.idp.flavour.request_scopes(wanted)
+
+    def challenge(self, user: str, connection: str, claims: str) -> None:
+        """Remember a claims challenge: the next consent of ``user`` for ``connection``
+        passes it, so the new grant satisfies the policy (no loop of consents)."""
+        self.claims[(user, connection)] = claims
 
     def _extra(self, spec: ConnectionSpec) -> dict[str, str]:
         resource = spec.consent_resource
@@ -100,11 +109,11 @@ class ConsentFlows:
         verifier = new_code_verifier()
         nonce = secrets.token_urlsafe(24)
         scopes = self.requested_scopes(spec)
-        extra = self.prompt_rules(
-            scopes,
-            {**self.authorize_params, **self._extra(spec)},
-            switch_account=switch_account,
-        )
+        params = {**self.authorize_params, **self._extra(spec)}
+        claims = self.claims.get((user, spec.name))
+        if claims:
+            params["claims"] = claims
+        extra = self.prompt_rules(scopes, params, switch_account=switch_account, reason=reason)
         url = await self.idp.authorization_url(
             redirect_uri=self.redirect_uri,
             scopes=scopes,
@@ -174,6 +183,7 @@ class ConsentFlows:
         *,
         caller: str | None,
         spec_for: object,
+        flows_for: Callable[[str], ConsentFlows] | None = None,
     ) -> Flow:
         """Handle the IdP's redirect. Returns the completed flow or raises FlowError.
 
@@ -228,7 +238,13 @@ class ConsentFlows:
                     code="expired_state",
                 ),
             )
-        return await self._complete(flow, params, spec_for)
+        flows = self
+        if flows_for is not None:
+            try:
+                flows = flows_for(flow.connection)
+            except Exception as e:
+                raise self._fail(flow, FlowError(str(e), None, code="connection_gone")) from None
+        return await flows._complete(flow, params, spec_for)
 
     def spec_of(self, flow: Flow, spec_for: object) -> ConnectionSpec:
         """The flow's connection as it is now; FlowError if it is gone or its scopes
@@ -254,8 +270,20 @@ class ConsentFlows:
         except IdPUnavailable as e:
             raise self._fail(flow, FlowError(e.message, e.fix, code="idp_unavailable")) from None
         try:
-            check_issuer(params, meta)  # RFC 9207 mix-up defence
+            check_issuer(params, meta, self.idp.allowed_tenants)  # RFC 9207 mix-up defence
         except IssuerMismatchError as e:
+            if "{tenantid}" in str(meta.get("issuer")):  # Entra's common endpoint
+                raise self._fail(
+                    flow,
+                    FlowError(
+                        f"The sign-in came from an Entra ID tenant this server does not allow "
+                        f"({params.get('iss')}).",
+                        "an admin adds the tenant id to c.ConnAuth.allowed_tenants if its "
+                        "users may sign in; otherwise sign in with an account of an allowed "
+                        "tenant",
+                        code="tenant_not_allowed",
+                    ),
+                ) from None
             raise self._fail(
                 flow,
                 FlowError(
@@ -360,7 +388,8 @@ class ConsentFlows:
             check_same_account(flow, self.store.get_token(flow.user, flow.connection), identity)
         except FlowError as e:
             raise self._fail(flow, e) from None
-        missing = missing_scopes(spec.consent_scopes, resp.scope)
+        flavour = self.idp.flavour
+        missing = flavour.missing_scopes(flavour.request_scopes(spec.consent_scopes), resp.scope)
         if missing:
             raise self._fail(
                 flow,
@@ -383,14 +412,17 @@ class ConsentFlows:
             grant_id=secrets.token_urlsafe(12),
         )
         self.store.put_token(flow.user, flow.connection, spec.fingerprint, record)
+        self.claims.pop((flow.user, flow.connection), None)
         flow.status = "complete"
         flow.identity = record.display_identity
         self.store.update_flow(flow)
         if "offline_access" in spec.consent_scopes and not resp.refresh_token:
             log.warning(
                 "jupyter-connauth: the IdP issued no refresh token for %s although "
-                "offline_access was requested; the user will be asked again at expiry",
+                "offline_access was requested (%s flavour); the user will be asked again "
+                "at expiry",
                 flow.connection,
+                self.idp.flavour.name,
             )
         log.info("jupyter-connauth: user %s authorized %s", flow.user, flow.connection)
         return flow

@@ -19,6 +19,15 @@ from ..oauth.rfc6749 import InvalidGrantError, OAuthProtocolError, TokenResponse
 from .fixes import error_code, fix_for
 
 
+class ClaimsChallenged(SubjectRejected):
+    """The IdP wants a new sign-in that satisfies ``claims`` (Entra's Conditional
+    Access: ``interaction_required`` with a claims challenge)."""
+
+    def __init__(self, message: str, fix: str, claims: str) -> None:
+        super().__init__(message, fix)
+        self.claims = claims
+
+
 @dataclass
 class _Cached:
     subject: str
@@ -48,28 +57,53 @@ class Exchanger:
             grant, params = entra_obo.GRANT_TYPE, entra_obo.obo_params(subject, scope)
         else:
             grant = rfc8693.GRANT_TYPE
-            params = rfc8693.exchange_params(subject, resource=spec.resource, scope=scope)
+            params = self.idp.flavour.exchange_params(
+                rfc8693.exchange_params(subject, resource=spec.resource, scope=scope),
+                spec.resource,
+            )
         try:
-            token = await self.idp.grant(grant, params)
+            token = await self._grant(spec, grant, params)
         except InvalidGrantError:
             raise SubjectRejected(
                 f"The IdP refused to exchange your sign-in for {spec.name!r} (invalid_grant).",
                 "authorize the connection again",
             ) from None
         except OAuthProtocolError as e:
-            fix = fix_for(e.error, e.description, scopes=scope, resource=spec.resource or "")
-            raise ConnAuthError(
-                f"The IdP refused the {spec.auth} exchange for {spec.name!r} ({e.error}"
-                + (f": {e.description}" if e.description else "")
-                + ").",
-                fix
-                or (
-                    "allow the app to request these scopes on behalf of users (Azure: API "
-                    "permissions → add the delegated permission and grant admin consent)"
-                    if spec.auth == "on-behalf-of"
-                    else "enable token exchange for the app at the IdP and allow the audience"
-                ),
-                code=error_code(e.error),
-            ) from None
+            raise _refused(spec, e, scope) from None
         self._cache[key] = _Cached(subject, token)
         return token
+
+    async def _grant(
+        self, spec: ConnectionSpec, grant: str, params: dict[str, str]
+    ) -> TokenResponse:
+        try:
+            return await self.idp.grant(grant, params)
+        except OAuthProtocolError as e:
+            if isinstance(e, InvalidGrantError) and self.idp.flavour.misconfigured(e.description):
+                raise _refused(spec, e, " ".join(spec.scopes)) from None
+            if e.claims is None:
+                raise
+            raise ClaimsChallenged(
+                f"The IdP asks you to sign in again for {spec.name!r} ({e.error}: an "
+                "access policy such as multi-factor authentication).",
+                "authorize the connection again",
+                e.claims,
+            ) from None
+
+
+def _refused(spec: ConnectionSpec, e: OAuthProtocolError, scope: str) -> ConnAuthError:
+    """The error for an exchange the IdP refused because of the app's setup."""
+    fix = fix_for(e.error, e.description, scopes=scope, resource=spec.resource or "")
+    return ConnAuthError(
+        f"The IdP refused the {spec.auth} exchange for {spec.name!r} ({e.error}"
+        + (f": {e.description}" if e.description else "")
+        + ").",
+        fix
+        or (
+            "allow the app to request these scopes on behalf of users (Azure: API "
+            "permissions → add the delegated permission and grant admin consent)"
+            if spec.auth == "on-behalf-of"
+            else "enable token exchange for the app at the IdP and allow the audience"
+        ),
+        code=error_code(e.error),
+    )

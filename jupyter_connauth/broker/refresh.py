@@ -156,38 +156,16 @@ class Refresher:
         (another process stored a token or dropped it); the caller reads it again."""
         old = stored.record
         assert old is not None and old.refresh_token is not None
-        scope = list(old.scope) if old.scope else list(self.flows.requested_scopes(spec))
-        extra = {"resource": spec.consent_resource} if spec.consent_resource else {}
+        scope: list[str] | None = None
+        if self.idp.flavour.refresh_scope:
+            scope = list(old.scope) if old.scope else list(self.flows.requested_scopes(spec))
+        extra = self.idp.flavour.refresh_params()
+        if spec.consent_resource:
+            extra["resource"] = spec.consent_resource
         try:
             resp = await self.idp.refresh(refresh_token=old.refresh_token, scope=scope, extra=extra)
-        except InvalidGrantError as e:
-            why = "refresh_expired" if "expir" in (e.description or "") else "grant_revoked"
-            # Compare-and-drop: only the token whose refresh token was refused.
-            drop = self.store.drop_token
-            if not await self.io(drop, user, spec.name, why, expect_version=stored.version):
-                log.info(
-                    "jupyter-connauth: %s for %s of user %s, but another process has "
-                    "stored a new token meanwhile: using that one",
-                    e.error,
-                    spec.name,
-                    user,
-                )
-                return None
-            log.info(
-                "jupyter-connauth: %s for %s of user %s: consent needed", e.error, spec.name, user
-            )
-            return await self.flows.start(user, spec, why, expected_email=expected_email)
         except OAuthProtocolError as e:
-            fix = fix_for(e.error, e.description, redirect_uri=self.flows.redirect_uri)
-            return self._failed(
-                spec,
-                old,
-                ConnAuthError(
-                    f"The IdP refused to refresh the token for {spec.name!r} ({e.error}).",
-                    fix or "check the IdP app's configuration",
-                    code=error_code(e.error),
-                ),
-            )
+            return await self._refused(user, spec, stored, expected_email, e)
         except IdPUnavailable as e:
             return self._failed(spec, old, e)
         id_token = (resp.id_token or old.id_token) if spec.federated else None
@@ -213,6 +191,60 @@ class Refresher:
             return None
         log.debug("jupyter-connauth: refreshed %s for user %s", spec.name, user)
         return stored_grant(spec, record)
+
+    async def _refused(
+        self,
+        user: str,
+        spec: ConnectionSpec,
+        stored: StoredToken,
+        expected_email: str | None,
+        e: OAuthProtocolError,
+    ) -> TokenGrant | FlowStart | None:
+        """The IdP refused the refresh: a claims challenge or a dead grant start a
+        consent; other errors keep the stored token (:meth:`_failed`)."""
+        old = stored.record
+        assert old is not None
+        if e.claims is not None:
+            # Conditional Access: a consent that passes the claims (never one without,
+            # which would be challenged again). The stored token stays until it completes.
+            log.info(
+                "jupyter-connauth: %s with a claims challenge for %s of user %s: consent "
+                "with the claims",
+                e.error,
+                spec.name,
+                user,
+            )
+            self.flows.challenge(user, spec.name, e.claims)
+            return await self.flows.start(
+                user, spec, "claims_challenge", expected_email=expected_email
+            )
+        if isinstance(e, InvalidGrantError):
+            why = "refresh_expired" if "expir" in (e.description or "") else "grant_revoked"
+            # Compare-and-drop: only the token whose refresh token was refused.
+            drop = self.store.drop_token
+            if not await self.io(drop, user, spec.name, why, expect_version=stored.version):
+                log.info(
+                    "jupyter-connauth: %s for %s of user %s, but another process has "
+                    "stored a new token meanwhile: using that one",
+                    e.error,
+                    spec.name,
+                    user,
+                )
+                return None
+            log.info(
+                "jupyter-connauth: %s for %s of user %s: consent needed", e.error, spec.name, user
+            )
+            return await self.flows.start(user, spec, why, expected_email=expected_email)
+        fix = fix_for(e.error, e.description, redirect_uri=self.flows.redirect_uri)
+        return self._failed(
+            spec,
+            old,
+            ConnAuthError(
+                f"The IdP refused to refresh the token for {spec.name!r} ({e.error}).",
+                fix or "check the IdP app's configuration",
+                code=error_code(e.error),
+            ),
+        )
 
     @staticmethod
     def _failed(spec: ConnectionSpec, old: TokenRecord, err: ConnAuthError) -> TokenGrant:

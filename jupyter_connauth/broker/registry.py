@@ -6,10 +6,13 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from ..core.connections import NAME_RE, ConnectionSpec, parse_connection
+from ..core.connections import NAME_RE, ConnectionSpec, Source, parse_connection
 from ..core.errors import AccessDenied, ConfigError, ConnectionNotFound
 from ..core.flavours import Flavour
 from .store import TokenStore
+
+#: A provider's name → its flavour and the default pass-through subject scopes.
+ProviderInfo = tuple[Flavour, tuple[str, ...] | None]
 
 log = logging.getLogger(__name__)
 
@@ -21,19 +24,20 @@ class ConnectionRegistry:
     def __init__(
         self,
         configured: Mapping[str, Any],
-        flavour: Flavour,
+        providers: Mapping[str, ProviderInfo],
         store: TokenStore,
         *,
         allow_api: bool = True,
     ) -> None:
-        self.flavour = flavour
+        self.providers = dict(providers)
+        self.flavour = self.providers[""][0]
         self.store = store
         self.allow_api = allow_api
         self.errors: dict[str, ConfigError] = {}
         self._config: dict[str, ConnectionSpec] = {}
         for name, raw in configured.items():
             try:
-                self._config[name] = parse_connection(name, raw, flavour)
+                self._config[name] = self._parse(name, raw, "config")
             except ConfigError as e:
                 self.errors[name] = e
                 log.error("jupyter-connauth: %s", e)
@@ -46,10 +50,25 @@ class ConnectionRegistry:
             if name in self._config or name in self.errors:
                 continue
             try:
-                api[name] = parse_connection(name, raw, self.flavour, source="api")
+                api[name] = self._parse(name, raw, "api")
             except ConfigError as e:
                 self.errors[name] = e
         self._api = api
+
+    def _parse(self, name: str, raw: Mapping[str, Any], source: Source) -> ConnectionSpec:
+        """:func:`parse_connection` with the flavour of the connection's provider."""
+        provider = raw.get("provider") if isinstance(raw, Mapping) else None
+        info = self.providers.get(provider or "")
+        if info is None:
+            known = ", ".join(repr(p) for p in self.providers if p) or "none configured"
+            raise ConfigError(
+                f"c.ConnAuth.connections[{name!r}].provider",
+                f"unknown provider {provider!r}",
+                f"use a name of c.ConnAuth.providers ({known}), or leave it out for the "
+                "top-level IdP",
+            )
+        flavour, subject = info
+        return parse_connection(name, raw, flavour, source=source, subject_default=subject)
 
     def all(self) -> dict[str, ConnectionSpec]:
         return {**self._api, **self._config}
@@ -106,7 +125,7 @@ class ConnectionRegistry:
     def _save(self, name: str, raw: Mapping[str, Any]) -> ConnectionSpec:
         clean = {k: v for k, v in raw.items() if k not in _SECRET_FIELDS and k != "name"}
         try:
-            spec = parse_connection(name, clean, self.flavour, source="api")
+            spec = self._parse(name, clean, "api")
         except ConfigError as e:
             e.status = 400  # the client's input, not the server's config
             raise

@@ -59,6 +59,8 @@ COMMON_KEYS = frozenset(
         "private_key_env",
         # pass-through
         "subject_scopes",
+        # which of c.ConnAuth.providers issues the tokens (default: the top-level IdP)
+        "provider",
     }
 )
 
@@ -79,6 +81,14 @@ class ConnectionSpec:
     driver_options: Mapping[str, Any] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
     source: Source = "config"
+    #: The pass-through subject's consent when ``subject_scopes`` is unset (the
+    #: provider's flavour: Azure asks for the app's own API).
+    subject_default: tuple[str, ...] = SUBJECT_SCOPES
+
+    @property
+    def provider(self) -> str:
+        """The name in c.ConnAuth.providers, or "" for the top-level IdP."""
+        return str(self.extra.get("provider") or "")
 
     @property
     def exchanges(self) -> bool:
@@ -94,7 +104,7 @@ class ConnectionSpec:
     def consent_scopes(self) -> tuple[str, ...]:
         """What the user consents to: the warehouse scopes, or the subject's for exchanges."""
         if self.exchanges:
-            return parse_scopes(self.extra.get("subject_scopes")) or SUBJECT_SCOPES
+            return parse_scopes(self.extra.get("subject_scopes")) or self.subject_default
         return self.scopes
 
     @property
@@ -106,7 +116,8 @@ class ConnectionSpec:
     def fingerprint(self) -> str:
         """Changes whenever the consent a token was granted under no longer applies."""
         extra = " ".join(self.consent_scopes) if self.exchanges else None
-        return scope_fingerprint(self.scopes, self.resource, self.auth, extra)
+        provider = (self.provider,) if self.provider else ()
+        return scope_fingerprint(self.scopes, self.resource, self.auth, extra, *provider)
 
     def kernel_info(self) -> dict[str, Any]:
         """What a kernel needs to open the driver connection (no secrets)."""
@@ -141,6 +152,7 @@ class ConnectionSpec:
             "private_key_path",
             "private_key_env",
             *FEDERATION_KEYS,
+            "provider",
         ):
             if key in self.extra:
                 out[key] = self.extra[key]
@@ -161,9 +173,15 @@ def _where(name: str, key: str | None = None) -> str:
 
 
 def parse_connection(
-    name: str, raw: Mapping[str, Any], flavour: Flavour, *, source: Source = "config"
+    name: str,
+    raw: Mapping[str, Any],
+    flavour: Flavour,
+    *,
+    source: Source = "config",
+    subject_default: tuple[str, ...] | None = None,
 ) -> ConnectionSpec:
-    """Validate one connection dict; raises :class:`ConfigError` naming the field."""
+    """Validate one connection dict; raises :class:`ConfigError` naming the field.
+    ``flavour`` is that of the connection's provider."""
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise ConfigError(
             _where(str(name)),
@@ -266,6 +284,7 @@ def parse_connection(
         driver_options=dict(driver_options),
         extra=extra,
         source=source,
+        subject_default=subject_default or SUBJECT_SCOPES,
     )
 
 

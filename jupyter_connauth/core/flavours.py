@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import urlsplit
 
-Flavour = Literal["azure", "oidc"]
+Flavour = Literal["azure", "google", "okta", "keycloak", "oidc"]
+FLAVOURS: tuple[Flavour, ...] = ("azure", "google", "okta", "keycloak", "oidc")
 
 #: Scopes that ask for identity or refresh tokens rather than warehouse access.
 #: IdPs often leave them out of the granted ``scope``, so the mismatch check skips them.
@@ -16,12 +17,20 @@ AZURE_DATABRICKS_RESOURCE = "2ff814a6-3304-4ab8-85cb-cd0e6f879c1d"
 
 _DEFAULT_SCOPES: dict[tuple[str, Flavour], tuple[str, ...]] = {
     ("bigquery", "oidc"): ("https://www.googleapis.com/auth/bigquery",),
+    # Google has no offline_access scope: access_type=offline asks for refresh tokens.
+    ("bigquery", "google"): ("https://www.googleapis.com/auth/bigquery",),
     ("bigquery", "azure"): ("https://bigquery.googleapis.com/.default", "offline_access"),
     ("databricks", "azure"): (f"{AZURE_DATABRICKS_RESOURCE}/user_impersonation", "offline_access"),
     ("databricks", "oidc"): ("offline_access",),
     # Snowflake External OAuth: Okta-style custom scope on a generic IdP. On Azure the
     # scope names the admin's own Snowflake app registration, so there is no default.
     ("snowflake", "oidc"): ("session:role-any", "offline_access"),
+    # Okta and Keycloak: as any OpenID provider (Snowflake's Okta guide uses
+    # session:role-any on a custom authorization server).
+    ("databricks", "okta"): ("offline_access",),
+    ("snowflake", "okta"): ("session:role-any", "offline_access"),
+    ("databricks", "keycloak"): ("offline_access",),
+    ("snowflake", "keycloak"): ("session:role-any", "offline_access"),
 }
 
 #: Scopes the broker asks for when it mints Snowflake JWTs itself: the identity, kept
@@ -46,9 +55,20 @@ AZURE_LOGIN_HOSTS = frozenset(
 
 
 def detect_flavour(discovery_url: str) -> Flavour:
-    """``login.microsoftonline.com*`` is Azure (Entra ID); everything else is plain OIDC."""
-    host = (urlsplit(discovery_url).hostname or "").lower()
-    return "azure" if host in AZURE_LOGIN_HOSTS else "oidc"
+    """The flavour a discovery URL shows: ``login.microsoftonline.com`` (and the
+    sovereign clouds) → azure, ``accounts.google.com`` → google, ``*.okta.com`` (and
+    ``*.oktapreview.com``) → okta, a ``/realms/`` path → keycloak, else oidc."""
+    parts = urlsplit(discovery_url)
+    host = (parts.hostname or "").lower()
+    if host in AZURE_LOGIN_HOSTS:
+        return "azure"
+    if host == "accounts.google.com":
+        return "google"
+    if host.endswith((".okta.com", ".oktapreview.com", ".okta-emea.com")):
+        return "okta"
+    if "/realms/" in parts.path:
+        return "keycloak"
+    return "oidc"
 
 
 def default_scopes(connector: str, flavour: Flavour, auth: str = "oauth") -> tuple[str, ...] | None:

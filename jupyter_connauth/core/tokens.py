@@ -29,6 +29,8 @@ REASON_TEXT: dict[str, str] = {
     "refresh_expired": "the refresh token expired",
     "revoked": "you revoked the connection's token",
     "user_request": "you asked to authorize again",
+    "claims_challenge": "the identity provider asks you to sign in again to satisfy an "
+    "access policy (e.g. multi-factor authentication)",
     "key_changed": "the stored token cannot be decrypted with the configured encryption keys "
     "(was JUPYTER_CONNAUTH_CRYPT_KEY or the key file changed?): authorize again, or put the "
     "old key back after the new one",

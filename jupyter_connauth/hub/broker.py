@@ -11,6 +11,9 @@ Two things change when the broker knows the user from JupyterHub:
   refresh token (which would break the hub's copy when the IdP rotates it): the hub
   refreshes the login token itself (OAuthenticator's ``refresh_user``); without a
   valid login token the broker falls back to its own consent grant as the subject.
+  When the IdP answers the login token with a claims challenge (Entra's Conditional
+  Access), that login token is not offered again: the broker's own grant, from a
+  consent that passes the claims, is the subject until the user's login changes.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from typing import Any
 
 from ..broker.broker import Broker
 from ..broker.flows import FlowStart
-from ..broker.grants import TokenGrant, grant_of
+from ..broker.grants import TokenGrant, consent_reason, grant_of
 from ..broker.jwt_mint import jwt_subject
+from ..broker.passthrough import ClaimsChallenged
 from ..core.connections import ConnectionSpec
 from ..core.errors import ConnAuthError, SubjectRejected
 from .identity import HubIdentity
@@ -35,17 +39,45 @@ PASS_THROUGH = ("on-behalf-of", "token-exchange")
 class HubBroker(Broker):
     jwt_signing_isolated = True  # a service process: users' servers cannot read its key
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: (user, connection) → digest of a login token the IdP met with a claims challenge
+        self._challenged: dict[tuple[str, str], str] = {}
+
+    def _login_usable(self, ident: HubIdentity, name: str) -> bool:
+        if not ident.login_token_valid(self.config.refresh_leeway):
+            return False
+        assert ident.login_token is not None
+        return self._challenged.get((ident.name, name)) != _digest(ident.login_token)
+
     async def token_for(self, ident: HubIdentity, name: str) -> TokenGrant | FlowStart:
-        self._check_config()
         spec = self.connection(name)
+        self._check_config(spec)
         if spec.auth == "oauth-jwt":
             return await self._mint_for(spec, ident)
+        lane = self.lane(spec)
         # (a federated BigQuery connection exchanges its own consent at Google STS)
         passes = spec.auth in PASS_THROUGH and not spec.federated
-        if passes and ident.login_token_valid(self.config.refresh_leeway):
+        if passes and self._login_usable(ident, name):
             assert ident.login_token is not None
             try:
-                exchanged = await self.exchanger.exchange(ident.name, spec, ident.login_token)
+                exchanged = await lane.exchanger.exchange(ident.name, spec, ident.login_token)
+            except ClaimsChallenged as e:
+                # Never the login token again (the hub cannot pass claims to its login):
+                # a consent of the broker's own with the claims.
+                log.info(
+                    "jupyter-connauth: claims challenge for %s's login token for %s; "
+                    "consent with the claims",
+                    ident.name,
+                    name,
+                )
+                self._challenged[(ident.name, name)] = _digest(ident.login_token)
+                lane.flows.challenge(ident.name, name, e.claims)
+                lane.exchanger.forget(ident.name, name)
+                if consent_reason(spec, self.store.get_token(ident.name, name)) is not None:
+                    return await lane.flows.start(
+                        ident.name, spec, "claims_challenge", expected_email=ident.email
+                    )
             except SubjectRejected:
                 log.info(
                     "jupyter-connauth: the IdP refused %s's login token for %s; "
@@ -53,7 +85,7 @@ class HubBroker(Broker):
                     ident.name,
                     name,
                 )
-                self.exchanger.forget(ident.name, name)
+                lane.exchanger.forget(ident.name, name)
             else:
                 return grant_of(
                     spec,
@@ -87,13 +119,21 @@ class HubBroker(Broker):
         subject = self._jwt_claims(ident).get(self.config.jwt_subject_claim)
         if spec.auth == "oauth-jwt" and isinstance(subject, str) and subject:
             out.update(status="authorized", authorized_as=subject, via="hub")
-        elif spec.auth in PASS_THROUGH and ident.login_token_valid(0):
+        elif (
+            spec.auth in PASS_THROUGH
+            and ident.login_token_valid(0)
+            and self._login_usable(ident, name)
+        ):
             out.update(status="authorized", authorized_as=ident.email or ident.name, via="login")
         else:
             return out
         for key in ("reason", "reason_text"):
             out.pop(key, None)
         return out
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _hub_grant(via: str, ident: HubIdentity) -> str:

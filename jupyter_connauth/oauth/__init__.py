@@ -13,6 +13,9 @@ use the same modules.
 - :mod:`.rfc8693`: token exchange;
 - :mod:`.entra_obo`: Entra ID's on-behalf-of (jwt-bearer) exchange;
 - :mod:`.rfc8628`: the device authorization grant (user code, polling, its errors);
+- :mod:`.rfc7523`: ``private_key_jwt`` client authentication;
+- :mod:`.http`: the transports (environment proxies, ``SSL_CERT_FILE``, a CA bundle);
+- :mod:`.flavours`: each IdP vendor's documented deviations, one module per vendor;
 - :mod:`.client`: :class:`~.client.IdPClient`, one IdP put together from the above.
 
 Grants of other documents go in modules of their own beside these, sending their

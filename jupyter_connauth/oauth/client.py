@@ -1,10 +1,12 @@
 """One identity provider, as this client sees it: its discovery document and keys
 (:mod:`.oidc`), its token endpoint (:mod:`.rfc6749`), revocation (:mod:`.rfc7009`).
 
-Every request goes through one injectable httpx2 transport. The client's
-authentication at the token endpoint is a :class:`.rfc6749.ClientAuthentication`
-(default: ``client_secret_post`` with a secret, none without), so a flavour can choose
-``client_secret_basic`` or ``private_key_jwt`` without a change here.
+Every request goes through one injectable httpx2 transport, or else the transports of
+:mod:`.http` (the environment's proxies, ``SSL_CERT_FILE`` and ``ca_bundle``). The
+client's authentication at the token endpoint is a
+:class:`.rfc6749.ClientAuthentication`: given, or ``auth_method`` by name, or else the
+flavour's choice among discovery's ``token_endpoint_auth_methods_supported``
+(:meth:`.flavours.base.IdPFlavour.auth_method`), settled at the first request.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ import httpx2
 from joserfc.jwk import KeySet
 
 from . import oidc, rfc7009
+from .flavours.base import IdPFlavour
+from .http import idp_transports
 from .rfc6749 import ClientAuthentication, TokenEndpoint, TokenResponse
+from .rfc7523 import PrivateKeyJWT
 
 
 class IdPClient:
@@ -32,25 +37,59 @@ class IdPClient:
         transport: httpx2.AsyncBaseTransport | None = None,
         metadata_ttl: float = 3600.0,
         client_auth: ClientAuthentication | None = None,
+        auth_method: str = "",
+        private_key: PrivateKeyJWT | None = None,
+        flavour: IdPFlavour | None = None,
+        ca_bundle: str = "",
+        allowed_tenants: tuple[str, ...] = (),
     ) -> None:
         self.discovery_url = discovery_url
         self.client_id = client_id
         self.timeout = timeout
-        self._transport = transport or httpx2.AsyncHTTPTransport(retries=1)
-        self._http = httpx2.AsyncClient(transport=self._transport, timeout=timeout)
+        self.flavour = flavour or IdPFlavour()
+        self.allowed_tenants = allowed_tenants
+        self._secret = client_secret
+        self._private_key = private_key
+        self._auth_method = auth_method
+        self._transports = idp_transports(ca_bundle=ca_bundle, transport=transport)
+        self._http = httpx2.AsyncClient(timeout=timeout, **self._transports.client_kwargs())  # type: ignore[arg-type]
         self.discovery = oidc.Discovery(discovery_url, self._http, ttl=metadata_ttl)
         self.token_endpoint = TokenEndpoint(
             client_id,
-            client_auth or ClientAuthentication.for_secret(client_secret),
-            transport=self._transport,
+            client_auth or ClientAuthentication("none"),
+            transport=self._transports.transport,
+            mounts=self._transports.mounts,
             timeout=timeout,
         )
+        self._auth_settled = client_auth is not None
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        await self._transports.aclose()
+
+    @property
+    def auth_method(self) -> str:
+        """The client authentication in use (settled at the first request)."""
+        return self.token_endpoint.auth.method
+
+    def _settle_auth(self, meta: dict[str, Any]) -> None:
+        method = self._auth_method or self.flavour.auth_method(
+            meta, has_secret=bool(self._secret), has_key=self._private_key is not None
+        )
+        if method == "private_key_jwt":
+            auth = ClientAuthentication(method, None, signer=self._private_key)
+        elif method in ("client_secret_basic", "client_secret_post"):
+            auth = ClientAuthentication(method, self._secret)
+        else:
+            auth = ClientAuthentication("none")
+        self.token_endpoint.auth = auth
+        self._auth_settled = True
 
     async def metadata(self) -> dict[str, Any]:
-        return await self.discovery.metadata()
+        meta = await self.discovery.metadata()
+        if not self._auth_settled:
+            self._settle_auth(meta)
+        return meta
 
     async def jwks(self, *, force: bool = False) -> KeySet:
         return await self.discovery.jwks(force=force)
@@ -118,4 +157,5 @@ class IdPClient:
             client_id=self.client_id,
             nonce=nonce,
             access_token=access_token,
+            allowed_tenants=self.allowed_tenants,
         )

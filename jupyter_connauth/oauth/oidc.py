@@ -142,11 +142,15 @@ async def verify_id_token(
     client_id: str,
     nonce: str | None,
     access_token: str | None = None,
+    allowed_tenants: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The claims of an ID token from the token endpoint (Core 3.1.3.7), else
     :class:`InvalidIDTokenError` naming the check that failed (never the token).
     ``nonce`` None: the request carried none (RFC 8628's device authorization request
-    has no nonce), so the token need not either."""
+    has no nonce), so the token need not either.
+
+    A multi-tenant issuer template (Entra's ``common``: ``…/{tenantid}/v2.0``) is
+    filled with the token's ``tid``, for the tenants in ``allowed_tenants`` only."""
     meta = await discovery.metadata()
     algs = id_token_algs(meta)
     try:
@@ -156,11 +160,12 @@ async def verify_id_token(
             raise
         except JoseError:  # maybe a key the cached set does not have yet
             token = jwt.decode(id_token, await discovery.jwks(force=True), algorithms=algs)
+        issuer = tenant_issuer(meta["issuer"], token.claims.get("tid"), allowed_tenants)
         claims = CodeIDToken(
             token.claims,
             token.header,
             options={
-                "iss": {"essential": True, "value": meta["issuer"]},
+                "iss": {"essential": True, "value": issuer},
                 "aud": {"essential": True, "values": [client_id]},
                 **({"nonce": {"essential": True, "value": nonce}} if nonce else {}),
             },
@@ -177,6 +182,26 @@ async def verify_id_token(
             description=f"the ID token failed validation ({e.error}: {e.description})"
         ) from None
     return dict(claims)
+
+
+TENANT_TEMPLATE = "{tenantid}"
+
+
+def tenant_issuer(issuer: str, tid: object, allowed: tuple[str, ...]) -> str:
+    """The issuer an ID token must name: ``issuer`` itself, or for a template with
+    ``{tenantid}`` the token's tenant's, when the admin allows that tenant."""
+    if TENANT_TEMPLATE not in issuer:
+        return issuer
+    if not isinstance(tid, str) or not tid:
+        raise InvalidIDTokenError(
+            description="the ID token of a multi-tenant issuer has no tid claim"
+        )
+    if tid not in allowed:
+        raise InvalidIDTokenError(
+            description=f"the ID token is from tenant {tid}, which c.ConnAuth.allowed_tenants "
+            "does not list"
+        )
+    return issuer.replace(TENANT_TEMPLATE, tid)
 
 
 async def fetch_userinfo(
@@ -254,17 +279,24 @@ class PromptRules(Protocol):
     flavour with other rules passes its own function to the consent flows."""
 
     def __call__(
-        self, scopes: list[str], params: Mapping[str, str], *, switch_account: bool
+        self,
+        scopes: list[str],
+        params: Mapping[str, str],
+        *,
+        switch_account: bool,
+        reason: str = "",
     ) -> dict[str, str]: ...
 
 
 def prompt_params(
-    scopes: list[str], params: Mapping[str, str], *, switch_account: bool
+    scopes: list[str], params: Mapping[str, str], *, switch_account: bool, reason: str = ""
 ) -> dict[str, str]:
     """``params`` with the ``prompt`` plain OpenID Connect asks for: ``consent`` with
     ``offline_access`` (Core 11: else no refresh token), and ``login`` first when the
     user switches accounts (Core 3.1.2.1: the provider asks who signs in, even with a
-    session). A flavour whose provider has other rules passes its own function."""
+    session). ``reason`` is why consent is asked (``first_use``, ``scopes_changed``,
+    ...), for providers whose rules depend on it. A flavour whose provider has other
+    rules passes its own function (:mod:`.flavours`)."""
     out = dict(params)
     if "offline_access" in scopes:
         out.setdefault("prompt", "consent")

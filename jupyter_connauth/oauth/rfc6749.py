@@ -74,6 +74,10 @@ class OAuthProtocolError(Exception):
         super().__init__(f"{self.error}: {description}" if description else self.error)
         self.description = description
         self.uri = uri
+        #: A claims challenge (OpenID Connect Core 5.5 syntax; Entra's Conditional
+        #: Access sends one with interaction_required): the next authorization request
+        #: passes it as ``claims``.
+        self.claims: str | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -174,6 +178,16 @@ def parse_token_response(raw: Mapping[str, Any]) -> TokenResponse:
     )
 
 
+def _claims_challenge(resp: Any) -> str | None:
+    """The ``claims`` member of an error answer, if it is a JSON object's string."""
+    try:
+        body = resp.json() if resp is not None else None
+    except ValueError:
+        return None
+    claims = body.get("claims") if isinstance(body, dict) else None
+    return claims if isinstance(claims, str) and claims.startswith("{") else None
+
+
 # -- client authentication (section 2.3) ---------------------------------------------
 @dataclass(frozen=True)
 class ClientAuthentication:
@@ -213,10 +227,12 @@ class TokenEndpoint:
         *,
         transport: httpx2.AsyncBaseTransport,
         timeout: float,
+        mounts: Mapping[str, httpx2.AsyncBaseTransport | None] | None = None,
     ) -> None:
         self.client_id = client_id
         self.auth = auth
         self.transport = transport
+        self.mounts = dict(mounts or {})  # proxies from the environment (:mod:`.http`)
         self.timeout = timeout
 
     def oauth_client(
@@ -232,6 +248,7 @@ class TokenEndpoint:
             redirect_uri=redirect_uri,
             code_challenge_method="S256",
             transport=self.transport,
+            mounts=self.mounts,
             timeout=self.timeout,
         )
         if auth.signer is not None:
@@ -321,7 +338,9 @@ class TokenEndpoint:
                     RETRY_FIX,
                     retry_after=retry_after(answer[-1].headers if answer else None),
                 ) from None
-            raise protocol_error(e.error or "invalid_request", e.description, e.uri) from None
+            err = protocol_error(e.error or "invalid_request", e.description, e.uri)
+            err.claims = _claims_challenge(answer[-1] if answer else None)
+            raise err from None
         except httpx2.HTTPStatusError as e:
             status = e.response.status_code
             if status not in RETRYABLE_STATUSES:

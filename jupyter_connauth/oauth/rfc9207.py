@@ -26,10 +26,19 @@ class IssuerMissingError(OAuthProtocolError):
     error = "issuer_missing"
 
 
-def check_issuer(params: Mapping[str, str], metadata: Mapping[str, Any]) -> None:
-    """Raise unless the authorization response ``params`` come from ``metadata``'s issuer."""
+def check_issuer(
+    params: Mapping[str, str], metadata: Mapping[str, Any], allowed_tenants: tuple[str, ...] = ()
+) -> None:
+    """Raise unless the authorization response ``params`` come from ``metadata``'s issuer
+    (for a multi-tenant template ``{tenantid}``, the issuer of an allowed tenant)."""
     iss = params.get("iss")
-    if iss is not None and iss != metadata.get("issuer"):
+    issuer = str(metadata.get("issuer"))
+    names = (
+        {issuer.replace("{tenantid}", t) for t in allowed_tenants}
+        if "{tenantid}" in issuer
+        else {issuer}
+    )
+    if iss is not None and iss not in names:
         raise IssuerMismatchError(description="the response names another issuer")
     if iss is None and metadata.get("authorization_response_iss_parameter_supported"):
         raise IssuerMissingError(description="the response has no iss parameter")

@@ -61,8 +61,7 @@ class RevokeAllHandler(BrokerHandler):
         store_users = getattr(self.broker.store, "users", None)
         for user in store_users() if callable(store_users) else []:
             for name in names:
-                self.broker.exchanger.forget(user, name)
-                self.broker.federation.forget(user, name)
+                self.broker.forget_exchanged(user, name)
         for name in names:
             self.warehouse.forget_connection(name)
         self.write_json({"connections": names, "tokens_revoked": dropped})

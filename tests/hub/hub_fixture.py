@@ -211,7 +211,9 @@ def running_hub(workdir: Path, **kw: Any) -> Iterator[TestHub]:
         hub.stop()
 
 
-def generic_oauth_config(idp: Any, login_callback: str) -> str:
+def generic_oauth_config(
+    idp: Any, login_callback: str, scope: tuple[str, ...] | list[str] = ("openid", "email")
+) -> str:
     """jupyterhub_config.py lines: the hub logs users in at ``idp`` (a TestIdP) with
     OAuthenticator's GenericOAuthenticator, the username being the IdP's ``sub``."""
     meta = idp.discovery()
@@ -223,9 +225,17 @@ def generic_oauth_config(idp: Any, login_callback: str) -> str:
         "token_url": meta["token_endpoint"],
         "userdata_from_id_token": True,
         "username_claim": "sub",
-        "scope": ["openid", "email"],
+        "scope": list(scope),
     }
     return "".join(f"c.GenericOAuthenticator.{k} = {v!r}\n" for k, v in login.items())
+
+
+def use_oauth_login(hub: Any, idp: Any, scope: list[str]) -> None:
+    """Make ``hub`` (a TestHub with authenticator="generic-oauth") log users in at the
+    test IdP ``idp`` with GenericOAuthenticator, asking for ``scope``."""
+    cfg = hub.dir / "jupyterhub_config.py"
+    login_callback = f"{hub.public_url}hub/oauth_callback"
+    cfg.write_text(cfg.read_text() + generic_oauth_config(idp, login_callback, scope))
 
 
 def service_config(**connauth: Any) -> str:

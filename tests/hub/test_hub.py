@@ -15,7 +15,7 @@ import jwt as pyjwt
 import pytest
 from cryptography.fernet import Fernet
 
-from tests.hub.hub_fixture import CHP, TestHub, generic_oauth_config, hub_browser, service_config
+from tests.hub.hub_fixture import CHP, TestHub, hub_browser, service_config, use_oauth_login
 from tests.idp_fixture import (
     DEFAULT_CLIENT_SECRET,
     TestIdP,
@@ -361,8 +361,7 @@ def oauth_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         clients=[default_client([hub.callback_url, login_callback])],
     )
     idp.start()
-    cfg = hub_dir / "jupyterhub_config.py"
-    cfg.write_text(cfg.read_text() + generic_oauth_config(idp, login_callback))
+    use_oauth_login(hub, idp, ["openid", "email"])
     (hub_dir / "connauth_hub_config.py").write_text(
         service_config(
             discovery_url=idp.discovery_url,
