@@ -24,6 +24,10 @@ from .broker import Broker
 from .flows import FlowStart
 from .grants import TokenGrant
 
+#: How long a driver's thread waits for the broker's answer when it renews a credential
+#: (the broker's own IdP calls time out sooner).
+REFETCH_TIMEOUT = 60.0
+
 TokenSource = Callable[[str, str], Awaitable[TokenGrant | FlowStart]]
 
 
@@ -103,7 +107,10 @@ class WarehouseCalls:
         loop = asyncio.get_running_loop()
 
         def refetch() -> Lease | None:  # on a worker thread: ask the loop
-            again = asyncio.run_coroutine_threadsafe(self._lease(user, name), loop).result()
+            if loop.is_closed() or not loop.is_running():
+                return None  # shutting down: the driver keeps the credential it has
+            ask = asyncio.run_coroutine_threadsafe(self._lease(user, name), loop)
+            again = ask.result(timeout=REFETCH_TIMEOUT)
             return None if isinstance(again, FlowStart) else again
 
         def op(connector: Connector, conn: Any) -> Any:

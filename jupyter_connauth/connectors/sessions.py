@@ -97,6 +97,11 @@ class Renewer:
         """A call brought a newer credential of the same grant."""
         self.lease = lease
 
+    def freeze(self) -> None:
+        """Ask the broker no more (the session is closing: its last requests, such as
+        the driver's close call, go with the credential it has)."""
+        self._fetch = None
+
     def _due(self, cred: Credential, now: float) -> bool:
         if cred.expires_at is None:
             return False
@@ -154,6 +159,7 @@ class _Slot:
 
 
 def _close(session: _Session) -> None:
+    session.renewer.freeze()
     session.connector.close(session.conn)
 
 
