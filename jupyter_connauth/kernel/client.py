@@ -166,7 +166,12 @@ class BrokerClient:
             trust_env=False,
         )
 
+    #: True once :meth:`close` ran: :func:`jupyter_connauth.kernel.api.kernel` then makes
+    #: a new client instead of calling a closed one.
+    closed = False
+
     def close(self) -> None:
+        self.closed = True
         self._http.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:

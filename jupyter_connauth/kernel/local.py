@@ -29,6 +29,7 @@ from ..broker.flows import FlowStart
 from ..broker.grants import TokenGrant
 from ..broker.store import open_store
 from ..core.crypto import CryptKeeper
+from ..core.errors import ConnAuthError
 from ..web.pages import CALLBACK_HEADERS, render_callback
 from .client import AccessToken, ConsentNeeded, DeviceCode, device_code, token_or_consent
 
@@ -157,7 +158,15 @@ class LocalBrokerClient:
         self._ready.set()
         self.loop.run_forever()
 
+    #: True once :meth:`close` ran (its loop is stopped: a call would wait forever).
+    closed = False
+
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self.closed or not self.loop.is_running():
+            coro.close()
+            raise ConnAuthError(
+                "The in-kernel broker is closed.", "run %reload_ext jupyter_connauth"
+            )
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def _call(self, fn: Any, *args: Any) -> Any:
@@ -171,9 +180,12 @@ class LocalBrokerClient:
             self.server.stop()
             await self.broker.aclose()
 
+        if self.closed:
+            return
         try:
             self._run(stop())
         finally:
+            self.closed = True
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(5)
 
