@@ -35,12 +35,20 @@ OTHER = {"alice": "bob", "bob": "alice"}
 
 @pytest.fixture(scope="module")
 def hub_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    os.environ["CONNAUTH_DEMO_DIR"] = str(tmp_path_factory.mktemp("demo"))
-    from demo import hub, state
+    from demo import hub, stack, state
 
-    state.WORK = Path(os.environ["CONNAUTH_DEMO_DIR"])  # if demo.state was imported before
-    with contextlib.ExitStack() as stack:
-        yield hub.start_hub_demo(stack)
+    # A state directory of its own, never a running demo's .cache/demo: the modules
+    # were imported with the default already (they read WORK as a global at call time).
+    work = tmp_path_factory.mktemp("demo")
+    saved = [(m, m.WORK) for m in (state, stack, hub)]
+    for module, _ in saved:
+        module.WORK = work
+    try:
+        with contextlib.ExitStack() as running:
+            yield hub.start_hub_demo(running)
+    finally:
+        for module, default in saved:
+            module.WORK = default
 
 
 class User:
