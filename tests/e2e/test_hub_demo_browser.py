@@ -132,7 +132,16 @@ def test_alice_and_bob_each_in_their_own_server(
         assert f"{OTHER[login]}@example.com" not in panel, panel
         snowflake = u.page.locator('.jp-ConnAuth-card[data-connection="snowflake"]')
         snowflake.get_by_text("Consent needed").wait_for(timeout=10_000)  # the revoke cell
-        if login == "alice":
+        if login == "alice":  # the browse tree at the default width: names not cut off
+            card.locator(".jp-ConnAuth-cardHead button").first.click()
+            card.locator(".jp-ConnAuth-catalog[data-path='[\"main\"]']").click()
+            card.locator('.jp-ConnAuth-schema[data-path=\'["main","demo"]\']').click()
+            card.locator(".jp-ConnAuth-table", has_text="sales").click()
+            names = card.locator(".jp-ConnAuth-column .jp-ConnAuth-nodeName")
+            names.first.wait_for()
+            assert names.all_inner_texts() == ["region", "amount", "owner"]
+            fits = "el => el.scrollWidth <= el.clientWidth"
+            assert all(n.evaluate(fits) for n in names.all()), "a column's name is cut off"
             u.shot("sidebar")
 
     if os.environ.get("CONNAUTH_UPDATE_SCREENSHOTS"):
