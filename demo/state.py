@@ -27,8 +27,9 @@ class DemoBusy(RuntimeError):
 
 
 @contextlib.contextmanager
-def exclusive(work: Path = WORK) -> Iterator[None]:
+def exclusive(work: Path | None = None) -> Iterator[None]:
     """Hold ``work``'s lock while the demo runs; DemoBusy names the demo that holds it."""
+    work = work or WORK
     work.mkdir(parents=True, exist_ok=True)
     path = work / "demo.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -49,8 +50,9 @@ def exclusive(work: Path = WORK) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def fresh_start(work: Path = WORK) -> bool:
+def fresh_start(work: Path | None = None) -> bool:
     """Drop what an earlier run left; True if there was something to drop."""
+    work = work or WORK
     dropped = False
     for name in STALE:
         if (work / name).exists():

@@ -10,6 +10,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from demo.state import NOTEBOOK, exclusive, fresh_start
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,3 +69,17 @@ def test_the_demo_extra_needs_no_test_tools() -> None:
     assert "jupyterlab" in demo and "[all]" in demo
     assert "pytest" not in demo and "playwright" not in demo and "[test]" not in demo
     assert '".[demo]"' in (REPO / "scripts" / "demo").read_text()
+
+
+def test_a_later_run_prepares_nothing_and_says_nothing(tmp_path: Path) -> None:
+    from tests.servers.bigquery import setup_env as bigquery
+    from tests.servers.snowflake import setup_env as snowflake
+
+    if not (snowflake.is_ready() and bigquery.is_ready()):
+        pytest.skip("the local warehouses' environments are not built yet")
+    log = tmp_path / "install.log"
+    r = subprocess.run(
+        ["python3", "-m", "demo.prepare", str(log)], cwd=REPO, capture_output=True, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"" and r.stderr == b"" and not log.exists()

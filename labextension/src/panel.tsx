@@ -113,7 +113,12 @@ function Card(props: {
           {busy === 'revoke' ? 'Revoking…' : 'Revoke'}
         </button>
       </div>
-      {open && usable && <TreeView tree={model.tree(c.name)} />}
+      {open && usable && (
+        <TreeView
+          tree={model.tree(c.name)}
+          showError={e => model.setNote(c.name, { tone: 'error', text: e.message, fix: e.fix })}
+        />
+      )}
     </li>
   );
 }

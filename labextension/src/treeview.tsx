@@ -68,7 +68,15 @@ function NodeRow(props: { tree: BrowseTree; node: TreeNode; depth: number }): JS
   );
 }
 
-function renderRow(tree: BrowseTree, row: Row, i: number, retry: (n: TreeNode) => void) {
+type ShowError = (e: { message: string; fix?: string | null }) => void;
+
+function renderRow(
+  tree: BrowseTree,
+  row: Row,
+  i: number,
+  retry: (n: TreeNode) => void,
+  showError?: ShowError
+) {
   const pad = { paddingLeft: row.depth * INDENT + 22 };
   switch (row.kind) {
     case 'node':
@@ -108,6 +116,15 @@ function renderRow(tree: BrowseTree, row: Row, i: number, retry: (n: TreeNode) =
           title={errorText(row.error)}
         >
           <span className="jp-ConnAuth-rowErrorText">{errorText(row.error)}</span>
+          {showError && (
+            <button
+              className="jp-ConnAuth-link"
+              title="Show the whole message and its fix above"
+              onClick={() => showError(row.error)}
+            >
+              Details
+            </button>
+          )}
           <button className="jp-ConnAuth-link" onClick={() => retry(row.parent)}>
             Retry
           </button>
@@ -117,8 +134,9 @@ function renderRow(tree: BrowseTree, row: Row, i: number, retry: (n: TreeNode) =
   return <div key={i} />;
 }
 
-export function TreeView(props: { tree: BrowseTree }): JSX.Element {
-  const { tree } = props;
+/** ``showError``: a level's error (one line in the tree) in full, with its fix. */
+export function TreeView(props: { tree: BrowseTree; showError?: ShowError }): JSX.Element {
+  const { tree, showError } = props;
   useTree(tree);
   const [scrollTop, setScrollTop] = React.useState(0);
   const [height, setHeight] = React.useState(400);
@@ -178,7 +196,7 @@ export function TreeView(props: { tree: BrowseTree }): JSX.Element {
         ) : (
           <div style={{ height: rows.length * ROW_HEIGHT, position: 'relative' }}>
             <div style={{ position: 'absolute', top: first * ROW_HEIGHT, left: 0, right: 0 }}>
-              {rows.slice(first, last).map((row, i) => renderRow(tree, row, first + i, retry))}
+              {rows.slice(first, last).map((row, i) => renderRow(tree, row, first + i, retry, showError))}
             </div>
           </div>
         )}

@@ -35,12 +35,20 @@ OTHER = {"alice": "bob", "bob": "alice"}
 
 @pytest.fixture(scope="module")
 def hub_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    os.environ["CONNAUTH_DEMO_DIR"] = str(tmp_path_factory.mktemp("demo"))
-    from demo import hub, state
+    from demo import hub, stack, state
 
-    state.WORK = Path(os.environ["CONNAUTH_DEMO_DIR"])  # if demo.state was imported before
-    with contextlib.ExitStack() as stack:
-        yield hub.start_hub_demo(stack)
+    # A state directory of its own, never a running demo's .cache/demo: the modules
+    # were imported with the default already (they read WORK as a global at call time).
+    work = tmp_path_factory.mktemp("demo")
+    saved = [(m, m.WORK) for m in (state, stack, hub)]
+    for module, _ in saved:
+        module.WORK = work
+    try:
+        with contextlib.ExitStack() as running:
+            yield hub.start_hub_demo(running)
+    finally:
+        for module, default in saved:
+            module.WORK = default
 
 
 class User:
@@ -124,7 +132,16 @@ def test_alice_and_bob_each_in_their_own_server(
         assert f"{OTHER[login]}@example.com" not in panel, panel
         snowflake = u.page.locator('.jp-ConnAuth-card[data-connection="snowflake"]')
         snowflake.get_by_text("Consent needed").wait_for(timeout=10_000)  # the revoke cell
-        if login == "alice":
+        if login == "alice":  # the browse tree at the default width: names not cut off
+            card.locator(".jp-ConnAuth-cardHead button").first.click()
+            card.locator(".jp-ConnAuth-catalog[data-path='[\"main\"]']").click()
+            card.locator('.jp-ConnAuth-schema[data-path=\'["main","demo"]\']').click()
+            card.locator(".jp-ConnAuth-table", has_text="sales").click()
+            names = card.locator(".jp-ConnAuth-column .jp-ConnAuth-nodeName")
+            names.first.wait_for()
+            assert names.all_inner_texts() == ["region", "amount", "owner"]
+            fits = "el => el.scrollWidth <= el.clientWidth"
+            assert all(n.evaluate(fits) for n in names.all()), "a column's name is cut off"
             u.shot("sidebar")
 
     if os.environ.get("CONNAUTH_UPDATE_SCREENSHOTS"):

@@ -182,14 +182,28 @@ def test_sidebar_consent_test_browse_revoke(
         with step(sb, "edit-scopes-warns", lab):  # type: ignore[arg-type]
             sb.card("bq").locator("button[title=Edit]").click()
             form = sb.panel.locator("form.jp-ConnAuth-form")
+            # saved and unchanged: Test only tests; at the default width nothing scrolls
+            assert form.locator("button", has_text="Test").inner_text() == "Test"
+            fits = "el => el.scrollWidth <= el.clientWidth"
+            assert sb.panel.evaluate(fits), "the edit form scrolls horizontally"
             form.locator("textarea[name=scopes]").fill(
                 "https://www.googleapis.com/auth/cloud-platform"
             )
+            assert form.locator("button", has_text="Save and test").count() == 1
             form.locator(".jp-ConnAuth-scopeWarning").wait_for()
             assert "every user" in form.locator(".jp-ConnAuth-scopeWarning").inner_text()
             sb.shot("edit-scopes-warning")
+            # Delete asks in a JupyterLab dialog (not the browser's confirm()); Cancel keeps it
+            form.locator("button.jp-ConnAuth-delete").click()
+            dialog = page.locator(".jp-Dialog")
+            dialog.get_by_text('Delete "bq"?').wait_for()
+            dialog.locator("button", has_text="Cancel").click()
+            dialog.wait_for(state="detached")
             form.locator("button", has_text="Cancel").click()
             sb.card().wait_for()
+            assert sb.card("bq").count() == 1
+            name = sb.card().locator(".jp-ConnAuth-name")
+            assert name.evaluate(fits), "the connection's name is cut off"
 
         with step(sb, "authorize-again", lab):  # type: ignore[arg-type]
             # the popup opens within the click (blank), then goes to the IdP
