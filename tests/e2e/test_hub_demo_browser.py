@@ -23,6 +23,9 @@ import pytest
 from tests.e2e.conftest import REPO, through_idp
 from tests.hub.hub_fixture import CHP
 
+#: A result's footer: 'alice@example.com · snowflake · 3 rows · 0.21 s'.
+FOOTER = re.compile(r"· [\d,]+ rows? · [\d.]+ s")
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(420),
@@ -109,19 +112,19 @@ def test_alice_and_bob_each_in_their_own_server(
         u.page.locator(".lm-Menu-item .lm-Menu-itemLabel", has_text="Run All Cells").first.click()
         u.authorize_balloon("snowflake")
         sf = u.cell("%%sql_connector snowflake -o sf").locator(".jp-OutputArea")
-        sf.get_by_text("rows in").wait_for(timeout=WAIT_MS)
+        sf.get_by_text(FOOTER).wait_for(timeout=WAIT_MS)
         own_rows(sf.inner_text(), login)
         if login == "alice":
             sf.scroll_into_view_if_needed()
             u.shot("authorized")
         u.authorize_balloon("bigquery")  # Databricks ran on the hub login: no balloon
         dbx = u.cell("FROM main.demo.sales ORDER BY").locator(".jp-OutputArea")
-        dbx.get_by_text("rows in").wait_for(timeout=WAIT_MS)
+        dbx.get_by_text(FOOTER).wait_for(timeout=WAIT_MS)
         own_rows(dbx.inner_text(), login)
         last = u.cell("%%sql_connector snowflake --no-wait").locator(".jp-OutputArea")
         last.get_by_text("Authorize snowflake").wait_for(timeout=WAIT_MS)  # after the revoke
         bq = u.cell("%%sql_connector bigquery").locator(".jp-OutputArea")
-        bq.get_by_text("rows in").wait_for(timeout=WAIT_MS)
+        bq.get_by_text(FOOTER).wait_for(timeout=WAIT_MS)
         own_rows(bq.inner_text(), login)
 
     for login, u in users.items():  # the sidebar: this user's status, nobody else's
