@@ -438,18 +438,27 @@ def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
 def _narrowest_scale(column: pa.ChunkedArray) -> pa.ChunkedArray:
     """A NUMERIC (BIGNUMERIC) column at the smallest scale that holds every value
     exactly: ``100.000000000`` and ``250.500000000`` read ``100.0`` and ``250.5``, not
-    with BigQuery's fixed 9 (38) digits of scale. Vectorized casts that refuse to round, so a 1M-row column costs
-    milliseconds (a per-value ``Decimal`` rewrite cost a second and a second column)."""
+    with BigQuery's fixed 9 (38) digits of scale. The scale is guessed from the first
+    values and checked on the whole column with vectorized casts (about 40 ms per 1M
+    values and check), never by rewriting each ``Decimal``."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     type_ = column.type
     make = pa.decimal128 if type_.precision <= 38 else pa.decimal256
-    for scale in range(type_.scale):
-        try:
-            return column.cast(make(type_.precision - type_.scale + scale, scale))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            continue  # a value needs more digits of scale
-    return column
+    digits = type_.precision - type_.scale
+
+    def at(values: Any, scale: int) -> Any:
+        return values.cast(make(digits + scale, scale), safe=False)  # truncates
+
+    def fits(values: Any, scale: int) -> bool:
+        return pc.all(pc.equal(at(values, scale).cast(type_), values)).as_py() is not False
+
+    sample = column.slice(0, 1024)
+    scale = next((s for s in range(type_.scale) if fits(sample, s)), type_.scale)
+    while scale < type_.scale and not fits(column, scale):
+        scale += 1
+    return column if scale == type_.scale else at(column, scale)
 
 
 def _field_type(field: Any) -> str:
