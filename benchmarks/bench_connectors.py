@@ -516,6 +516,11 @@ def bench_big(
     paths = ["ours", "raw"]
     results: dict[str, list[dict[str, Any]]] = {"ours": [], "raw": [], "jupysql": []}
     errors: dict[str, str] = {}
+    # The first 1M-row fetch of a run is slowed by a cold start outside the client
+    # (measured 2026-12-06: 1.67-1.69 s for the first child, 0.85-1.13 s for every later
+    # one of either path): one discarded warm-up child, so it slows neither baseline.
+    warm = run_child(Path(sys.executable), wh.spec("raw"))
+    log(f"  {wh.name} warm-up (discarded): {warm['seconds']:.2f} s")
     for r in range(rounds):
         order = paths + (["jupysql"] if r < jupysql_rounds and not jupysql_error else [])
         if r % 2:
