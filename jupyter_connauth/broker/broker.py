@@ -22,16 +22,18 @@ from ..core.tokens import REASON_TEXT, Flow
 from ..oauth.client import IdPClient
 from ..oauth.google_sts import GoogleToken
 from ..oauth.rfc6749 import TokenResponse
+from . import rejection
 from .config import ConnAuth
 from .device import DeviceFlows, DeviceStart
 from .federation import Federation
 from .flows import ConsentFlows, FlowStart
-from .grants import TokenGrant, consent_reason, grant_of
+from .grants import TokenGrant, consent_reason, grant_of, rejection_refusal
 from .jwt_mint import JWTMinter, jwt_subject, signing_refusal
 from .passthrough import Exchanger
 from .principal import Principal
 from .refresh import Refresher
 from .registry import ConnectionRegistry
+from .rejection import Rejection
 from .store import TokenStore
 
 __all__ = ["CALLBACK_SUFFIX", "Broker", "TokenGrant"]
@@ -231,6 +233,17 @@ class Broker:
         every consent flow this starts (the refresh and pass-through paths included)."""
         return await self.token(who.name, name, expected_email=who.email)
 
+    async def rejected_for(
+        self, who: Principal, name: str, seen: Rejection
+    ) -> TokenGrant | FlowStart:
+        """A warehouse rejected the token of a grant :meth:`token_for` gave
+        (:mod:`.rejection`): one forced refresh, then the grant marked rejected."""
+        self._check_config()
+        spec = self.connection(name)
+        if spec.auth != "oauth":
+            return await self.token_for(who, name)  # minted/exchanged: not the stored token
+        return await rejection.report(self.refresher, who.name, spec, seen)
+
     def status_for(self, who: Principal, name: str) -> dict[str, Any]:
         return self.status(who.name, name)
 
@@ -319,6 +332,9 @@ class Broker:
             return out
         assert stored is not None and stored.record is not None
         rec = stored.record
+        if (refused := rejection_refusal(spec, rec)) is not None:
+            out.update(status="error", **refused.to_json())
+            return out
         out.update(
             status="authorized",
             authorized_as=rec.display_identity,
