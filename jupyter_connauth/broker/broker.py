@@ -233,16 +233,21 @@ class Broker:
         every consent flow this starts (the refresh and pass-through paths included)."""
         return await self.token(who.name, name, expected_email=who.email)
 
-    async def rejected_for(
-        self, who: Principal, name: str, seen: Rejection
+    async def rejected(
+        self, user: str, name: str, seen: Rejection, *, expected_email: str | None = None
     ) -> TokenGrant | FlowStart:
-        """A warehouse rejected the token of a grant :meth:`token_for` gave
+        """A warehouse rejected the token of a grant :meth:`token` gave
         (:mod:`.rejection`): one forced refresh, then the grant marked rejected."""
         self._check_config()
         spec = self.connection(name)
-        if spec.auth != "oauth":
-            return await self.token_for(who, name)  # minted/exchanged: not the stored token
-        return await rejection.report(self.refresher, who.name, spec, seen)
+        if spec.auth != "oauth":  # minted or exchanged: not the stored token
+            return await self.token(user, name, expected_email=expected_email)
+        return await rejection.report(self.refresher, user, spec, seen, expected_email)
+
+    async def rejected_for(
+        self, who: Principal, name: str, seen: Rejection
+    ) -> TokenGrant | FlowStart:
+        return await self.rejected(who.name, name, seen, expected_email=who.email)
 
     def status_for(self, who: Principal, name: str) -> dict[str, Any]:
         return self.status(who.name, name)

@@ -53,20 +53,26 @@ class Rejection:
 
 
 async def report(
-    refresher: Refresher, user: str, spec: ConnectionSpec, seen: Rejection
+    refresher: Refresher,
+    user: str,
+    spec: ConnectionSpec,
+    seen: Rejection,
+    expected_email: str | None = None,
 ) -> TokenGrant | FlowStart:
     """Handle one report; the answer is the token request's (a fresh token to retry
     with once, a consent flow, or the admin fix raised)."""
     stored = await refresher.read(refresher.store.get_token, user, spec.name)
     rec = stored.record if stored else None
     if stored is None or rec is None or rec.grant_id != seen.grant:
-        return await refresher.grant(user, spec)  # another grant now: no verdict on it
+        # another grant now: no verdict on it
+        return await refresher.grant(user, spec, expected_email)
     if seen.expires_at != rec.expires_at:
-        return await refresher.grant(user, spec)  # an older token: use the current one
+        # an older token: use the current one
+        return await refresher.grant(user, spec, expected_email)
     mark = rec.rejection
     if mark is None and rec.refresh_token:
         log.info("jupyter-connauth: the warehouse rejected %s of %s: refreshing", spec.name, user)
-        return await refresher.single_flight(user, spec, None, force=rec.expires_at)
+        return await refresher.single_flight(user, spec, expected_email, force=rec.expires_at)
     if mark is None or mark.get("state") == "refreshed":
         consent_helps = spec.auth != "oauth-jwt" and not seen.admin_fix
         rejected = dataclasses.replace(
@@ -87,4 +93,4 @@ async def report(
                 user,
                 "consent offered" if consent_helps else "the admin's fix",
             )
-    return await refresher.grant(user, spec)
+    return await refresher.grant(user, spec, expected_email)
