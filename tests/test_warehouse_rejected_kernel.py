@@ -1,0 +1,60 @@
+"""A warehouse that starts rejecting the user's token (its federation policy changed,
+the token revoked at the IdP): one forced refresh fixes it silently, or the grant is
+marked rejected and the next query shows the Authorize balloon with the reason. Through
+a real IPython shell, the real server, the real IdP and the local Databricks warehouse
+(its runtime knob rejects tokens issued before a time)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.test_consent_flow import api
+from tests.test_sessions_kernel import (  # noqa: F401 - fixtures
+    authorize,
+    connections,
+    idp_config,
+    rows,
+    warehouse,
+)
+
+pytestmark = pytest.mark.timeout(180)
+
+
+async def test_one_refresh_fixes_a_rejected_token_silently(
+    shell, jp_fetch, consent, warehouse, idp
+):
+    await authorize(jp_fetch, consent, "lake", "alice")
+    time.sleep(1.1)  # iat is in whole seconds
+    warehouse.reject_issued_before(int(time.time()))  # the next token is accepted
+    refreshes, statements = idp.token_requests("refresh_token"), warehouse.stats()["statements"]
+    err, df = await rows(shell)
+    assert err is None and len(df) == 2, shell.text()
+    assert idp.token_requests("refresh_token") == refreshes + 1
+    assert warehouse.stats()["statements"] == statements + 1  # ran once
+    status = await api(jp_fetch, "connections", "lake")
+    assert status["status"] == "authorized"
+
+
+async def test_still_rejected_marks_the_grant_and_offers_consent(
+    shell, jp_fetch, consent, warehouse, idp
+):
+    await authorize(jp_fetch, consent, "lake", "alice")
+    warehouse.reject_issued_before(time.time() + 3600)  # every token of the IdP
+    refreshes, statements = idp.token_requests("refresh_token"), warehouse.stats()["statements"]
+    err, df = await rows(shell)
+    assert df is None and err is not None
+    assert idp.token_requests("refresh_token") == refreshes + 1  # once, no loop
+    status = await api(jp_fetch, "connections", "lake")
+    assert status["status"] == "consent_required", status
+    assert status["reason"] == "warehouse_rejected"
+    assert "warehouse rejected your token" in status["reason_text"]
+    shell.outputs.clear()
+    await shell.run("%config ConnAuthMagics.wait_timeout = 1.5")
+    err, df = await rows(shell)
+    assert df is None and err is not None
+    assert "Authorize" in shell.text()  # the consent balloon
+    assert "warehouse rejected your token" in shell.text()
+    assert idp.token_requests("refresh_token") == refreshes + 1
+    assert warehouse.stats()["statements"] == statements  # nothing ran
