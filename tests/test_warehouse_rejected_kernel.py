@@ -6,6 +6,7 @@ a real IPython shell, the real server, the real IdP and the local Databricks war
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -23,10 +24,14 @@ pytestmark = pytest.mark.timeout(180)
 
 
 async def test_one_refresh_fixes_a_rejected_token_silently(
-    shell, jp_fetch, consent, warehouse, idp
+    shell,
+    jp_fetch,
+    consent,
+    warehouse,
+    idp,  # noqa: F811 - the imported fixture
 ):
     await authorize(jp_fetch, consent, "lake", "alice")
-    time.sleep(1.1)  # iat is in whole seconds
+    await asyncio.sleep(1.1)  # iat is in whole seconds
     warehouse.reject_issued_before(int(time.time()))  # the next token is accepted
     refreshes, statements = idp.token_requests("refresh_token"), warehouse.stats()["statements"]
     err, df = await rows(shell)
@@ -38,7 +43,11 @@ async def test_one_refresh_fixes_a_rejected_token_silently(
 
 
 async def test_still_rejected_marks_the_grant_and_offers_consent(
-    shell, jp_fetch, consent, warehouse, idp
+    shell,
+    jp_fetch,
+    consent,
+    warehouse,
+    idp,  # noqa: F811 - the imported fixture
 ):
     await authorize(jp_fetch, consent, "lake", "alice")
     warehouse.reject_issued_before(time.time() + 3600)  # every token of the IdP
