@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the fixtures imported from test_sessions_kernel are parameters
 """A warehouse that starts rejecting the user's token (its federation policy changed,
 the token revoked at the IdP): one forced refresh fixes it silently, or the grant is
 marked rejected and the next query shows the Authorize balloon with the reason. Through
@@ -10,6 +11,7 @@ import asyncio
 import time
 
 import pytest
+from tornado.httpclient import HTTPClientError
 
 from tests.test_consent_flow import api
 from tests.test_sessions_kernel import (  # noqa: F401 - fixtures
@@ -28,7 +30,7 @@ async def test_one_refresh_fixes_a_rejected_token_silently(
     jp_fetch,
     consent,
     warehouse,
-    idp,  # noqa: F811 - the imported fixture
+    idp,
 ):
     await authorize(jp_fetch, consent, "lake", "alice")
     await asyncio.sleep(1.1)  # iat is in whole seconds
@@ -47,7 +49,7 @@ async def test_still_rejected_marks_the_grant_and_offers_consent(
     jp_fetch,
     consent,
     warehouse,
-    idp,  # noqa: F811 - the imported fixture
+    idp,
 ):
     await authorize(jp_fetch, consent, "lake", "alice")
     warehouse.reject_issued_before(time.time() + 3600)  # every token of the IdP
@@ -67,3 +69,28 @@ async def test_still_rejected_marks_the_grant_and_offers_consent(
     assert "warehouse rejected your token" in shell.text()
     assert idp.token_requests("refresh_token") == refreshes + 1
     assert warehouse.stats()["statements"] == statements  # nothing ran
+
+
+async def test_the_sidebars_test_refreshes_a_rejected_token_once(
+    jp_fetch,
+    consent,
+    warehouse,
+    idp,
+):
+    await authorize(jp_fetch, consent, "lake", "alice")
+    await asyncio.sleep(1.1)  # iat is in whole seconds
+    warehouse.reject_issued_before(int(time.time()))
+    refreshes = idp.token_requests("refresh_token")
+    result = await api(jp_fetch, "connections", "lake", "test", method="POST")
+    assert result.get("ok", True) and "error" not in result, result
+    assert idp.token_requests("refresh_token") == refreshes + 1
+    warehouse.reject_issued_before(time.time() + 3600)
+    with pytest.raises(HTTPClientError):
+        await api(jp_fetch, "connections", "lake", "test", method="POST")
+    # the refreshed token rejected too: the grant marked, no second refresh
+    assert idp.token_requests("refresh_token") == refreshes + 1
+    answer = await api(jp_fetch, "connections", "lake", "test", method="POST")
+    assert answer["status"] == "consent_required" and answer["reason"] == "warehouse_rejected"
+    status = await api(jp_fetch, "connections", "lake")
+    assert status["status"] == "consent_required" and status["reason"] == "warehouse_rejected"
+    assert idp.token_requests("refresh_token") == refreshes + 1

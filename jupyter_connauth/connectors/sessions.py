@@ -77,6 +77,26 @@ class Lease:
 Rejected = Callable[[Lease, Exception, bool], Lease | None]
 
 
+#: Translated warehouse errors whose fix is the admin's (the warehouse does not trust
+#: the IdP's tokens at all, e.g. Snowflake 390303 issuer mismatch): a new consent would
+#: not help (broker/rejection.py).
+ADMIN_FIX_CODES = frozenset(
+    {"snowflake_invalid_token", "snowflake_oauth_not_enabled", "snowflake_role_not_in_token"}
+)
+
+
+def rejection_report(lease: Lease, err: Exception) -> dict[str, Any]:
+    """The body of ``POST connections/NAME/rejected`` for a rejected lease (no secret:
+    translated errors' texts, else the error's type)."""
+    return {
+        "grant": lease.grant,
+        "expires_at": lease.credential.expires_at,
+        "message": getattr(err, "message", type(err).__name__),
+        "fix": getattr(err, "fix", None),
+        "admin_fix": getattr(err, "code", None) in ADMIN_FIX_CODES,
+    }
+
+
 def test_sql(connector: str) -> str:
     """The statement of a connection test (Snowflake folds unquoted names to upper case)."""
     return "SELECT 1 AS OK" if connector == "snowflake" else "SELECT 1 AS ok"

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..connectors.base import ConnectionInfo, Connector, Credential, Params, Progress
-from ..connectors.sessions import Lease, Rejected, SessionManager, test_sql
+from ..connectors.sessions import Lease, Rejected, SessionManager, rejection_report, test_sql
 from ..core.errors import ConsentRequired
 from .client import AccessToken, BrokerAPI, ConsentNeeded
 
@@ -19,11 +19,6 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 ConsentHandler = Callable[[ConsentNeeded], None]
-#: Translated warehouse errors whose fix is the admin's (the warehouse does not trust
-#: the IdP's tokens at all): a new consent would not help (broker/rejection.py).
-ADMIN_FIX_CODES = frozenset(
-    {"snowflake_invalid_token", "snowflake_oauth_not_enabled", "snowflake_role_not_in_token"}
-)
 
 
 class Runner:
@@ -94,14 +89,7 @@ class Runner:
         def report(lease: Lease, err: Exception, retry: bool) -> Lease | None:
             if not lease.grant:
                 return self.lease(name, on_consent, drop=False) if retry else None
-            body = {
-                "grant": lease.grant,
-                "expires_at": lease.credential.expires_at,
-                "message": getattr(err, "message", type(err).__name__),
-                "fix": getattr(err, "fix", None),
-                "admin_fix": getattr(err, "code", None) in ADMIN_FIX_CODES,
-            }
-            answer = self.client.rejected(name, body)
+            answer = self.client.rejected(name, rejection_report(lease, err))
             if not retry:
                 return None
             if isinstance(answer, AccessToken):
