@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 from tornado.httpclient import HTTPClientError
 
+from tests import test_stack_snowflake as sf
 from tests.test_consent_flow import api
 from tests.test_sessions_kernel import (  # noqa: F401 - fixtures
     authorize,
@@ -21,6 +23,7 @@ from tests.test_sessions_kernel import (  # noqa: F401 - fixtures
     rows,
     warehouse,
 )
+from tests.test_stack_snowflake import broker_key  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -94,3 +97,45 @@ async def test_the_sidebars_test_refreshes_a_rejected_token_once(
     status = await api(jp_fetch, "connections", "lake")
     assert status["status"] == "consent_required" and status["reason"] == "warehouse_rejected"
     assert idp.token_requests("refresh_token") == refreshes + 1
+
+
+class TestAdminFix:
+    """Snowflake's integration no longer trusts the IdP's issuer (an admin edited
+    EXTERNAL_OAUTH_ISSUER): every token fails login with 390303, a new consent would not
+    help: the admin's fix is shown, and nothing loops."""
+
+    @pytest.fixture
+    def idp_config(self) -> dict[str, Any]:
+        return sf.idp_config.__wrapped__()  # type: ignore[attr-defined]
+
+    @pytest.fixture
+    def snowflake(self, idp, server_url, broker_key):  # type: ignore[no-untyped-def]
+        yield from sf.snowflake.__wrapped__(idp, server_url, broker_key)
+
+    @pytest.fixture
+    def connections(self, snowflake, broker_key):  # type: ignore[no-untyped-def]
+        return sf.connections.__wrapped__(snowflake, broker_key)
+
+    async def test_issuer_mismatch_shows_the_admin_fix(
+        self, shell, jp_fetch, consent, idp, snowflake
+    ):
+        await authorize(jp_fetch, consent, "sales", "alice")
+        snowflake.set_issuer("IDP", "https://idp.example.com/reset")
+        refreshes, logins = idp.token_requests("refresh_token"), snowflake.stats()["logins"]
+        cell = "%%sql_connector sales\nSELECT COUNT(*) AS n FROM sales"
+        first = await shell.run(cell)
+        assert "EXTERNAL_OAUTH_ISSUER" in str(first.error_in_exec)
+        assert idp.token_requests("refresh_token") == refreshes + 1  # one forced refresh
+        status = await api(jp_fetch, "connections", "sales")
+        assert status["status"] == "error" and status["error"] == "warehouse_rejected", status
+        assert "EXTERNAL_OAUTH_ISSUER" in status["fix"]
+        failed = snowflake.stats()["failed_logins"]
+        for _ in range(2):  # the fix at once: no refresh, no login, no balloon
+            shell.outputs.clear()
+            again = await shell.run(cell)
+            assert "EXTERNAL_OAUTH_ISSUER" in str(again.error_in_exec)
+            assert "warehouse rejected your token" in str(again.error_in_exec)
+            assert "Authorize" not in shell.text()
+        assert idp.token_requests("refresh_token") == refreshes + 1
+        assert snowflake.stats()["failed_logins"] == failed
+        assert snowflake.stats()["logins"] == logins

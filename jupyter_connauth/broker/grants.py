@@ -111,9 +111,11 @@ def rejection_refusal(spec: ConnectionSpec, record: TokenRecord) -> ConnAuthErro
     mark = record.rejection
     if not mark or mark.get("state") != "rejected" or mark.get("consent_helps"):
         return None
-    return ConnAuthError(
+    err = ConnAuthError(
         f"The warehouse rejected your token for {spec.name!r}, also after a refresh: "
         f"{mark.get('message') or 'no details'}",
         mark.get("fix") or "ask the admin to check the warehouse's trust of the IdP",
         code="warehouse_rejected",
     )
+    err.status = 502  # the warehouse's answer, not the broker's failure
+    return err
