@@ -65,6 +65,9 @@ async def test_still_rejected_marks_the_grant_and_offers_consent(
     assert status["reason"] == "warehouse_rejected"
     assert "warehouse rejected your token" in status["reason_text"]
     shell.outputs.clear()
+    await shell.run("%sql_connector status")
+    assert "warehouse rejected your token" in shell.text()
+    shell.outputs.clear()
     await shell.run("%config ConnAuthMagics.wait_timeout = 1.5")
     err, df = await rows(shell)
     assert df is None and err is not None
