@@ -22,17 +22,19 @@ from ..core.flavours import Flavour
 from ..core.tokens import REASON_TEXT, Flow
 from ..oauth.google_sts import GoogleToken
 from ..oauth.rfc6749 import TokenResponse
+from . import rejection
 from .config import ConnAuth
 from .device import DeviceFlows, DeviceStart
 from .federation import Federation
 from .flows import ConsentFlows, FlowStart
-from .grants import TokenGrant, consent_reason, grant_of
+from .grants import TokenGrant, consent_reason, grant_of, rejection_refusal
 from .jwt_mint import JWTMinter, jwt_subject, signing_refusal
 from .passthrough import ClaimsChallenged, Exchanger
 from .principal import Principal
 from .provider import Provider, build_provider, default_settings, provider_settings
 from .refresh import Refresher
 from .registry import ConnectionRegistry
+from .rejection import Rejection
 from .store import TokenStore
 
 __all__ = ["CALLBACK_SUFFIX", "Broker", "TokenGrant"]
@@ -282,6 +284,22 @@ class Broker:
         every consent flow this starts (the refresh and pass-through paths included)."""
         return await self.token(who.name, name, expected_email=who.email)
 
+    async def rejected(
+        self, user: str, name: str, seen: Rejection, *, expected_email: str | None = None
+    ) -> TokenGrant | FlowStart:
+        """A warehouse rejected the token of a grant :meth:`token` gave
+        (:mod:`.rejection`): one forced refresh, then the grant marked rejected."""
+        self._check_config()
+        spec = self.connection(name)
+        if spec.auth != "oauth":  # minted or exchanged: not the stored token
+            return await self.token(user, name, expected_email=expected_email)
+        return await rejection.report(self.refresher, user, spec, seen, expected_email)
+
+    async def rejected_for(
+        self, who: Principal, name: str, seen: Rejection
+    ) -> TokenGrant | FlowStart:
+        return await self.rejected(who.name, name, seen, expected_email=who.email)
+
     def status_for(self, who: Principal, name: str) -> dict[str, Any]:
         return self.status(who.name, name)
 
@@ -376,6 +394,9 @@ class Broker:
             return out
         assert stored is not None and stored.record is not None
         rec = stored.record
+        if (refused := rejection_refusal(spec, rec)) is not None:
+            out.update(status="error", **refused.to_json())
+            return out
         out.update(
             status="authorized",
             authorized_as=rec.display_identity,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.connections import ConnectionSpec
+from ..core.errors import ConnAuthError
 from ..core.redact import remember
 from ..core.tokens import StoredToken, TokenRecord
 from ..oauth.google_sts import GoogleToken
@@ -99,4 +100,22 @@ def consent_reason(spec: ConnectionSpec, stored: StoredToken | None) -> str | No
         return stored.reason or "first_use"
     if stored.record.expires_within(0) and not stored.record.refresh_token:
         return "refresh_expired"
+    rejection = stored.record.rejection
+    if rejection and rejection.get("state") == "rejected" and rejection.get("consent_helps"):
+        return "warehouse_rejected"
     return None
+
+
+def rejection_refusal(spec: ConnectionSpec, record: TokenRecord) -> ConnAuthError | None:
+    """The error for a grant the warehouse rejected where consent cannot help."""
+    mark = record.rejection
+    if not mark or mark.get("state") != "rejected" or mark.get("consent_helps"):
+        return None
+    err = ConnAuthError(
+        f"The warehouse rejected your token for {spec.name!r}, also after a refresh: "
+        f"{mark.get('message') or 'no details'}",
+        mark.get("fix") or "ask the admin to check the warehouse's trust of the IdP",
+        code="warehouse_rejected",
+    )
+    err.status = 502  # the warehouse's answer, not the broker's failure
+    return err

@@ -29,7 +29,7 @@ from .config import ConnAuth
 from .federation import grant_expiry
 from .fixes import error_code, fix_for
 from .flows import ConsentFlows, FlowStart
-from .grants import TokenGrant, consent_reason, stored_grant
+from .grants import TokenGrant, consent_reason, rejection_refusal, stored_grant
 from .store import TokenStore
 
 log = logging.getLogger(__name__)
@@ -100,25 +100,43 @@ class Refresher:
             return await self.flows.start(user, spec, reason, expected_email=expected_email)
         assert stored is not None and stored.record is not None
         record = stored.record
+        if (refused := rejection_refusal(spec, record)) is not None:
+            raise refused  # the warehouse's admin fix: consent would not help
         if not self.due(record):
             return stored_grant(spec, record)
-        key = (user, name)
+        return await self.single_flight(user, spec, expected_email)
+
+    async def single_flight(
+        self,
+        user: str,
+        spec: ConnectionSpec,
+        expected_email: str | None,
+        force: float | None = None,
+    ) -> TokenGrant | FlowStart:
+        """The one refresh under way for (user, connection), or a new one."""
+        key = (user, spec.name)
         task = self._inflight.get(key)
         if task is None:
-            task = asyncio.ensure_future(self._refresh(user, spec, expected_email))
+            task = asyncio.ensure_future(self._refresh(user, spec, expected_email, force))
             self._inflight[key] = task
             task.add_done_callback(lambda _t: self._inflight.pop(key, None))
         return await asyncio.shield(task)
 
     async def _refresh(
-        self, user: str, spec: ConnectionSpec, expected_email: str | None
+        self,
+        user: str,
+        spec: ConnectionSpec,
+        expected_email: str | None,
+        force: float | None = None,
     ) -> TokenGrant | FlowStart:
         """Refresh once across every process sharing the store (two servers, a server
         and an in-kernel broker, hub replicas): the one that takes the row's lease asks
         the IdP, the others poll the row until the new token is stored (as waiters in
         this process wait for the task), handing out the current token if it is still
         valid once an IdP timeout has passed (the holder is slow or gone). No database
-        connection is held meanwhile."""
+        connection is held meanwhile. ``force``: the ``expires_at`` of a token a
+        warehouse rejected; refreshed even though not due while it is the stored one
+        (see :mod:`.rejection`)."""
         holder = f"{self._holder}:{secrets.token_hex(4)}"
         poll, waiting_since = LEASE_POLL, time.monotonic()
         while True:
@@ -128,7 +146,8 @@ class Refresher:
                 return await self.flows.start(user, spec, reason, expected_email=expected_email)
             assert stored is not None and stored.record is not None
             old = stored.record
-            if not self.due(old) or not old.refresh_token:
+            forced = force is not None and old.expires_at == force and old.rejection is None
+            if not (self.due(old) or forced) or not old.refresh_token:
                 return stored_grant(spec, old)  # refreshed meanwhile, or no way to renew
             now = time.time()
             if stored.lease_until is not None and stored.lease_until > now:
@@ -143,14 +162,20 @@ class Refresher:
             if not await self.io(self.store.take_lease, *args):
                 continue  # another process took it, or the row changed: read again
             try:
-                result = await self._refresh_locked(user, spec, stored, expected_email)
+                mark = {"state": "refreshed"} if forced else None
+                result = await self._refresh_locked(user, spec, stored, expected_email, mark)
             finally:
                 await self.io(self.store.release_lease, user, spec.name, holder)
             if result is not None:
                 return result
 
     async def _refresh_locked(
-        self, user: str, spec: ConnectionSpec, stored: StoredToken, expected_email: str | None
+        self,
+        user: str,
+        spec: ConnectionSpec,
+        stored: StoredToken,
+        expected_email: str | None,
+        mark: dict[str, Any] | None = None,
     ) -> TokenGrant | FlowStart | None:
         """The IdP round trip, under the row's lease. None: the row changed meanwhile
         (another process stored a token or dropped it); the caller reads it again."""
@@ -178,6 +203,7 @@ class Refresher:
             token_type=resp.token_type,
             scope=resp.scope or old.scope,
             obtained_at=time.time(),
+            rejection=mark,
         )
         put = self.store.put_token
         args = (user, spec.name, spec.fingerprint, record)

@@ -18,11 +18,12 @@ from typing import Any, Literal
 
 from ..connectors import get_connector
 from ..connectors.base import ConnectionInfo, Connector, Credential
-from ..connectors.sessions import Lease, SessionManager, test_sql
+from ..connectors.sessions import Lease, SessionManager, rejection_report, test_sql
 from ..core.errors import ConnAuthError
 from .broker import Broker
 from .flows import FlowStart
 from .grants import TokenGrant
+from .rejection import Rejection
 
 #: How long a driver's thread waits for the broker's answer when it renews a credential
 #: (the broker's own IdP calls time out sooner).
@@ -116,10 +117,20 @@ class WarehouseCalls:
         def op(connector: Connector, conn: Any) -> Any:
             return getattr(connector, what)(conn, *args)
 
+        def rejected(seen: Lease, err: Exception, retry: bool) -> Lease | None:
+            if not seen.grant:
+                return refetch() if retry else None
+            report = Rejection.from_json(rejection_report(seen, err))
+            again = asyncio.run_coroutine_threadsafe(
+                self.broker.rejected(user, name, report), loop
+            ).result()  # one forced refresh, then the grant marked rejected
+            return lease_of(again) if retry and isinstance(again, TokenGrant) else None
+
         key: Hashable = (user, name)
+        run = self.sessions.run
         try:
             return await loop.run_in_executor(
-                self._pool, lambda: self.sessions.run(key, lease, op, refetch=refetch)
+                self._pool, lambda: run(key, lease, op, refetch=refetch, rejected=rejected)
             )
         except ConnAuthError as e:
             e.status = 502 if e.status >= 500 else e.status

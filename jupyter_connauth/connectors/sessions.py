@@ -71,6 +71,32 @@ class Lease:
     grant: str | None
 
 
+#: ``rejected(lease, error, retry)``: the warehouse rejected the lease's credential; the
+#: caller reports it to the broker and, when ``retry`` (a login: nothing ran), answers
+#: what to retry with once (None: nothing).
+Rejected = Callable[[Lease, Exception, bool], Lease | None]
+
+
+#: Translated warehouse errors whose fix is the admin's (the warehouse does not trust
+#: the IdP's tokens at all, e.g. Snowflake 390303 issuer mismatch): a new consent would
+#: not help (broker/rejection.py).
+ADMIN_FIX_CODES = frozenset(
+    {"snowflake_invalid_token", "snowflake_oauth_not_enabled", "snowflake_role_not_in_token"}
+)
+
+
+def rejection_report(lease: Lease, err: Exception) -> dict[str, Any]:
+    """The body of ``POST connections/NAME/rejected`` for a rejected lease (no secret:
+    translated errors' texts, else the error's type)."""
+    return {
+        "grant": lease.grant,
+        "expires_at": lease.credential.expires_at,
+        "message": getattr(err, "message", type(err).__name__),
+        "fix": getattr(err, "fix", None),
+        "admin_fix": getattr(err, "code", None) in ADMIN_FIX_CODES,
+    }
+
+
 def test_sql(connector: str) -> str:
     """The statement of a connection test (Snowflake folds unquoted names to upper case)."""
     return "SELECT 1 AS OK" if connector == "snowflake" else "SELECT 1 AS ok"
@@ -252,18 +278,21 @@ class SessionManager:
         *,
         refetch: Callable[[], Lease | None] | None = None,
         renew: Callable[[], Lease | None] | None = None,
+        rejected: Rejected | None = None,
     ) -> T:
         """Run ``op`` on the session of ``key`` for ``lease`` (opened or reopened as
         needed). Known driver errors come back as :class:`ConnAuthError` with the fix.
 
         ``refetch``: the broker's answer again, when a login was rejected. ``renew``
         (default ``refetch``): the same for a session's driver renewing its token on its
-        own threads: it must not prompt for consent nor close sessions."""
+        own threads: it must not prompt for consent nor close sessions. ``rejected``
+        (instead of ``refetch`` after a rejected login, and told of a rejection after
+        submit, with no retry: at most once): the broker refreshes the grant."""
         self.evict()
         slot = self._locked_slot(key)
         fetch = renew if renew is not None else refetch
         try:
-            session = self._current(slot, lease, fetch)
+            session = self._current(slot, lease, fetch, rejected)
             for attempt in (1, 2):
                 try:
                     return op(session.connector, session.conn)
@@ -271,12 +300,14 @@ class SessionManager:
                     slot.session = None
                     if attempt == 2 or not session.connector.session_gone(e):
                         known = self._after_submit(slot, session, e)
+                        if rejected is not None and session.connector.is_auth_error(e):
+                            _tell(rejected, session.renewer.lease, known or e)
                         if known is None:
                             raise
                         raise known from None
                 # The warehouse no longer knows the session: nothing ran. Reconnect once.
                 log.info("jupyter-connauth: %s session gone; reconnecting", lease.info.name)
-                session = self._open(slot, lease, refetch, fetch)
+                session = self._open(slot, lease, refetch, fetch, rejected)
             raise AssertionError("unreachable")
         finally:
             slot.last_used = time.monotonic()
@@ -294,7 +325,11 @@ class SessionManager:
             slot.lock.release()
 
     def _current(
-        self, slot: _Slot, lease: Lease, fetch: Callable[[], Lease | None] | None
+        self,
+        slot: _Slot,
+        lease: Lease,
+        fetch: Callable[[], Lease | None] | None,
+        rejected: Rejected | None = None,
     ) -> _Session:
         """The slot's session when it serves ``lease``, else a new one (lock held)."""
         session = slot.session
@@ -305,7 +340,7 @@ class SessionManager:
         if session is not None:
             slot.session = None
             _close(session)
-        return self._open(slot, lease, None, fetch)
+        return self._open(slot, lease, None, fetch, rejected)
 
     def _open(
         self,
@@ -313,6 +348,7 @@ class SessionManager:
         lease: Lease,
         refetch: Callable[[], Lease | None] | None,
         fetch: Callable[[], Lease | None] | None,
+        rejected: Rejected | None = None,
     ) -> _Session:
         connector = get_connector(lease.info.connector)
         for attempt in (1, 2):
@@ -324,13 +360,20 @@ class SessionManager:
                 raise
             except Exception as e:
                 # Rejected at login: nothing ran. Once, with what the broker now has.
-                if attempt == 1 and refetch is not None and connector.is_auth_error(e):
-                    newer = refetch()
+                if attempt == 1 and connector.is_auth_error(e):
+                    newer = None
+                    if rejected is not None:  # the broker refreshes the grant once
+                        newer = rejected(lease, _known(connector, e, lease.info), True)
+                    elif refetch is not None:
+                        newer = refetch()
                     if newer is not None:
                         lease = newer
                         connector = get_connector(lease.info.connector)
                         continue
-                raise _known(connector, e, lease.info) from None
+                known = _known(connector, e, lease.info)
+                if attempt == 2 and rejected is not None and connector.is_auth_error(e):
+                    _tell(rejected, lease, known)  # the refreshed token too: marked
+                raise known from None
             slot.session = _Session(renewer, connector, conn)
             return slot.session
         raise AssertionError("unreachable")
@@ -358,6 +401,14 @@ class SessionManager:
             return err
         slot.session = session  # an ordinary failure (SQL error, too many rows): keep it
         return known
+
+
+def _tell(rejected: Rejected, lease: Lease, err: Exception) -> None:
+    """Report a rejection after submit (the next call gets what the broker has then)."""
+    try:
+        rejected(lease, err, False)
+    except Exception as e:  # consent needed, the admin's fix: the next call says it
+        log.info("jupyter-connauth: reporting the rejection: %s", type(e).__name__)
 
 
 def _newer(lease: Lease, than: Lease) -> bool:

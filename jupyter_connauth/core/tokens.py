@@ -20,6 +20,7 @@ ConsentReason = Literal[
     "revoked",
     "user_request",
     "key_changed",
+    "warehouse_rejected",
 ]
 
 REASON_TEXT: dict[str, str] = {
@@ -34,6 +35,8 @@ REASON_TEXT: dict[str, str] = {
     "key_changed": "the stored token cannot be decrypted with the configured encryption keys "
     "(was JUPYTER_CONNAUTH_CRYPT_KEY or the key file changed?): authorize again, or put the "
     "old key back after the new one",
+    "warehouse_rejected": "the warehouse rejected your token, also after a refresh (was the "
+    "identity provider reset, its keys rotated, or the token revoked there?): authorize again",
 }
 
 
@@ -53,6 +56,10 @@ class TokenRecord:
     grant_id: str = ""
     #: The ID token of the consent or last refresh (a Workforce Identity Federation subject).
     id_token: str | None = None
+    #: A warehouse rejected this grant's token: ``{"state": "refreshed"}`` after the one
+    #: forced refresh, ``"rejected"`` when the refreshed token was rejected too (with the
+    #: warehouse's ``message``, ``fix`` and ``consent_helps``). See broker/rejection.py.
+    rejection: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         remember(self.access_token, self.refresh_token, self.id_token)  # see core/redact.py

@@ -27,6 +27,7 @@ from ..broker.config import ConnAuth
 from ..broker.environ import withhold_from_kernels
 from ..broker.flows import FlowStart
 from ..broker.grants import TokenGrant
+from ..broker.rejection import Rejection
 from ..broker.store import open_store
 from ..core.crypto import CryptKeeper
 from ..core.errors import ConnAuthError
@@ -220,6 +221,10 @@ class LocalBrokerClient:
             # the browser flow the broker started just expires, unused
             return self._device(name, answer.reason, switch_account=False)
         return answer
+
+    def rejected(self, name: str, report: dict[str, Any]) -> AccessToken | ConsentNeeded:
+        seen = Rejection.from_json(report)
+        return self._answer(self._run(self.broker.rejected(self.user, name, seen)))
 
     def authorize(self, name: str, *, switch_account: bool = False) -> ConsentNeeded:
         if self.device_consent:

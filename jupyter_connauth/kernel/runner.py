@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..connectors.base import ConnectionInfo, Connector, Credential, Params, Progress
-from ..connectors.sessions import Lease, SessionManager, test_sql
+from ..connectors.sessions import Lease, Rejected, SessionManager, rejection_report, test_sql
 from ..core.errors import ConsentRequired
 from .client import AccessToken, BrokerAPI, ConsentNeeded
 
@@ -60,11 +60,7 @@ class Runner:
         for _attempt in range(3):
             answer = self.client.token(name)
             if isinstance(answer, AccessToken):
-                info, cred = self._credential(answer)
-                if self.tune is not None:
-                    info = self.tune(info)
-                lease = self.last[name] = Lease(info, cred, answer.grant)
-                return lease
+                return self._lease_of(name, answer)
             if drop:
                 self.drop(name)
             if on_consent is None:
@@ -78,6 +74,32 @@ class Runner:
             f"run %sql_connector authorize {name} and check the IdP's answer",
         )
 
+    def _lease_of(self, name: str, answer: AccessToken) -> Lease:
+        info, cred = self._credential(answer)
+        if self.tune is not None:
+            info = self.tune(info)
+        lease = self.last[name] = Lease(info, cred, answer.grant)
+        return lease
+
+    def _rejected(self, name: str, on_consent: ConsentHandler | None) -> Rejected:
+        """The warehouse rejected a lease's token: told to the broker once, which
+        refreshes the grant (the new token: retried once at a login), or after a second
+        rejection answers consent (shown at the next login) or the admin's fix (raised)."""
+
+        def report(lease: Lease, err: Exception, retry: bool) -> Lease | None:
+            if not lease.grant:
+                return self.lease(name, on_consent, drop=False) if retry else None
+            answer = self.client.rejected(name, rejection_report(lease, err))
+            if not retry:
+                return None
+            if isinstance(answer, AccessToken):
+                return self._lease_of(name, answer)
+            if on_consent is not None:
+                on_consent(answer)  # the Authorize balloon, with the reason
+            return self.lease(name, on_consent, drop=False)
+
+        return report
+
     # -- running ---------------------------------------------------------------------
     def _with_session(
         self, name: str, on_consent: ConsentHandler | None, call: Callable[[Connector, Any], Any]
@@ -85,15 +107,14 @@ class Runner:
         lease = self.lease(name, on_consent)
         return self.sessions.run(name, lease, call, **self._refetchers(name, on_consent))
 
-    def _refetchers(
-        self, name: str, on_consent: ConsentHandler | None
-    ) -> dict[str, Callable[[], Lease]]:
+    def _refetchers(self, name: str, on_consent: ConsentHandler | None) -> dict[str, Any]:
         """The broker asked again: after a rejected login (consent may be shown), and by
         the drivers renewing their token on their own threads (never a consent prompt,
         never a session closed: that would wait for the call the driver serves)."""
         return {
             "refetch": lambda: self.lease(name, on_consent, drop=False),
             "renew": lambda: self.lease(name, None, drop=False),
+            "rejected": self._rejected(name, on_consent),
         }
 
     def query(

@@ -24,6 +24,7 @@ from .._version import __version__
 from ..broker.broker import Broker
 from ..broker.flows import FlowStart
 from ..broker.principal import Principal
+from ..broker.rejection import Rejection
 from ..broker.warehouse import WarehouseCalls
 from ..core.errors import AccessDenied
 from ..core.flavours import scope_templates
@@ -165,6 +166,20 @@ class TokenHandler(BrokerHandler):
     @authenticated
     async def post(self, name: str) -> None:
         result = await self.broker.token_for(self.principal, name)
+        self.write_json(result.to_json())
+
+
+class RejectedHandler(BrokerHandler):
+    """``POST connections/NAME/rejected``: the warehouse rejected the token of the grant
+    the caller was given (see broker/rejection.py); the answer is a token request's."""
+
+    @authenticated
+    async def post(self, name: str) -> None:
+        try:
+            seen = Rejection.from_json(self.body_json())
+        except ValueError as e:
+            raise web.HTTPError(400, str(e)) from None
+        result = await self.broker.rejected_for(self.principal, name, seen)
         self.write_json(result.to_json())
 
 

@@ -25,6 +25,7 @@ API_ROUTES: list[tuple[str, type[h.BrokerHandler]]] = [
     ("connections", h.ConnectionsHandler),
     (f"connections/{NAME}", h.ConnectionHandler),
     (f"connections/{NAME}/token", h.TokenHandler),
+    (f"connections/{NAME}/rejected", h.RejectedHandler),
     (f"connections/{NAME}/authorize", h.AuthorizeHandler),
     (f"connections/{NAME}/revoke", h.RevokeHandler),
     (f"connections/{NAME}/private_key", h.PrivateKeyHandler),

@@ -108,6 +108,11 @@ class TokenVerifier:
         # A careless warehouse (or proxy) that quotes the rejected token in its error:
         # what the client's redaction must catch whatever the token's shape.
         self.echo_rejected_token = bool(cfg.get("echo_rejected_token", False))
+        # Runtime knob (POST /__test__/not_before): IdP tokens issued before this time
+        # are rejected, as after a federation policy change or a token revoked at the
+        # IdP (Databricks answers 401 for a token its policy no longer accepts:
+        # https://docs.databricks.com/en/dev-tools/auth/oauth-federation.html).
+        self.not_before = 0.0
         if not (cfg.get("jwks_url") or cfg.get("jwks") or self.static_tokens):
             raise ValueError("config needs jwks_url (or jwks, or static_tokens)")
         if (cfg.get("jwks_url") or cfg.get("jwks")) and not (self.issuer and self.audience):
@@ -208,7 +213,7 @@ class TokenVerifier:
             raise AuthError(401, INVALID_TOKEN, f"malformed token: {e}") from None
         key = self._jwks.key_for(header.get("kid"))
         try:
-            return jwt.decode(
+            claims: dict[str, Any] = jwt.decode(
                 token,
                 key,
                 algorithms=self.algorithms,
@@ -229,6 +234,9 @@ class TokenVerifier:
             ) from None
         except jwt.PyJWTError as e:
             raise AuthError(401, INVALID_TOKEN, f"token rejected: {e}") from None
+        if float(claims.get("iat") or 0) < self.not_before:
+            raise AuthError(401, INVALID_TOKEN, "token rejected: issued before the policy change")
+        return claims
 
     def _user(self, subject: str, claims: dict[str, Any]) -> Identity:
         entry = self.users.get(subject.lower())

@@ -169,6 +169,19 @@ class DatabricksServer:
         with urllib.request.urlopen(url, timeout=10, context=ctx) as r:
             return json.loads(r.read())
 
+    def reject_issued_before(self, iat: float) -> None:
+        """From now on, IdP tokens issued before ``iat`` are rejected (401)."""
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=self.ca_file)
+        req = urllib.request.Request(
+            f"https://{self.host}:{self.port}/__test__/not_before",
+            data=json.dumps({"iat": iat}).encode(),
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
+            r.read()
+
     def stats(self) -> dict[str, Any]:
         """Counters: sessions_opened/closed/active, sessions_by_user, statements,
         fetch_results, metadata_calls, cancels, auth_401, auth_403, ..."""

@@ -140,6 +140,10 @@ class RequestHandler(BaseHTTPRequestHandler):
         if path == "/oidc/v1/token":
             self._token_exchange(body)
             return
+        if path == "/__test__/not_before":  # {"iat": t}: reject IdP tokens issued before t
+            self.wh.verifier.not_before = float(json.loads(body or b"{}").get("iat", 0))
+            self._json(200, {"not_before": self.wh.verifier.not_before})
+            return
         if path in ("/telemetry-ext", "/telemetry-unauth"):
             self._json(200, {"errors": [], "numSuccess": 0, "numProtoSuccess": 0})
             return

@@ -211,6 +211,13 @@ class SnowflakeServer:
         kwargs.update(extra)
         return kwargs
 
+    def set_issuer(self, integration: str, issuer: str) -> None:
+        """ALTER SECURITY INTEGRATION ... SET EXTERNAL_OAUTH_ISSUER, at runtime."""
+        body = json.dumps({"name": integration, "issuer": issuer}).encode()
+        req = urllib.request.Request(f"{self.url}/__test__/issuer", data=body, method="POST")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            r.read()
+
     def stats(self) -> dict[str, int]:
         """{"logins", "failed_logins", "active_sessions", "queries"} counted by the server."""
         with urllib.request.urlopen(f"{self.url}/__test__/stats", timeout=10) as r:

@@ -590,6 +590,15 @@ class ConnAuthApp:
         if path == "/session/v1/login-request" and method == "POST":
             resp = await self.login(Request(scope, receive))
             return await resp(scope, receive, send)
+        if path == "/__test__/issuer" and method == "POST":
+            # Runtime knob: an admin edits EXTERNAL_OAUTH_ISSUER of one integration (ALTER
+            # SECURITY INTEGRATION); tokens of the old issuer then fail login with 390303.
+            body = json.loads(await Request(scope, receive).body() or b"{}")
+            for integ in self.config.integrations:
+                if integ.name == body.get("name"):
+                    integ.issuer = str(body.get("issuer"))
+            resp = JSONResponse({"ok": True})
+            return await resp(scope, receive, send)
         if path == "/__test__/stats" and method == "GET":
             resp = JSONResponse(
                 {
