@@ -124,7 +124,8 @@ def result_footer(
     lease = runner.last.get(name)
     identity = lease.credential.identity if lease is not None else None
     connector = lease.info.connector if lease is not None else None
-    parts = [identity, connector or name, f"{rows:,} row" if rows == 1 else f"{rows:,} rows", f"{seconds:.2f} s"]
+    count = f"{rows:,} row" if rows == 1 else f"{rows:,} rows"
+    parts = [identity, connector or name, count, f"{seconds:.2f} s"]
     footer = " · ".join(p for p in parts if p)
     meta = {
         "identity": identity,
