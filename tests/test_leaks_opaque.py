@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tornado.httpclient import HTTPClientError
 
 from tests.idp_fixture import TestIdP
 from tests.ipython_shell import sign_in_when_asked
@@ -80,12 +79,16 @@ async def test_opaque_token_quoted_by_the_warehouse_is_redacted_everywhere(
     shown = "\n".join(err._render_traceback_()) + str(err) + shell.text()
     assert token not in shown + repr(shell.outputs)
 
-    # the API: the sidebar's Test runs the same driver in the server
-    with pytest.raises(HTTPClientError) as e:
-        await jp_fetch("connauth", "api", "connections", "lake", "test", method="POST", body="{}")
-    assert e.value.response is not None
-    answer = e.value.response.body.decode()
-    assert "Rejected token" in answer and token not in answer, answer
+    # the API: the sidebar's Test runs the same driver in the server. The kernel has
+    # reported the rejection by now (one forced refresh, still rejected: the grant is
+    # marked), so the answer offers consent, or quotes the warehouse: never the token.
+    resp = await jp_fetch(
+        "connauth", "api", "connections", "lake", "test", method="POST", body="{}",
+        raise_error=False,
+    )  # fmt: skip
+    answer = resp.body.decode()
+    assert "Rejected token" in answer or "warehouse_rejected" in answer, answer
+    assert token not in answer, answer
 
     # the logs of this process (server, broker, kernel side)
     logs = "\n".join(r.getMessage() + (r.exc_text or "") for r in caplog.records) + json.dumps(

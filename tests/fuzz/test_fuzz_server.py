@@ -146,7 +146,7 @@ async def test_fuzz_server(
         echoed_ok={"jupyter_token": {"jupyter"}},
         access_tokens={"access_token": record.access_token},
         token_owner={"access_token": "alice"},
-        token_routes=[("alice", "POST", r"/connauth/api/connections/lake/token$")],
+        token_routes=[("alice", "POST", r"/connauth/api/connections/lake/(token|rejected)$")],
     )
     auths = [
         Auth("kernel", {"X-ConnAuth-Token": kernel}, True, "alice"),
