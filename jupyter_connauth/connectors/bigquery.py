@@ -17,17 +17,17 @@ for unqualified table names).
 - ``job_labels`` (dict): labels of every query job (the kernel's query tags).
 - ``maximum_bytes_billed`` (int): jobs that would bill more fail before they run.
 
-Credentials: google-auth's ``Credentials(token, expiry=..., refresh_handler=...)``, the
-form google-auth provides for tokens from a token broker ("useful in particular for
-retrieving downscoped tokens from a token broker", google-auth-library-python PR #812). The handler
-asks the session's renewer, which asks the broker shortly before the token expires, so
-a job polled past the token's life and a Storage Read stream (the read client shares
-these credentials) keep going. google-auth refreshes ``REFRESH_THRESHOLD`` (3 min 45 s)
-before ``expiry`` and refuses a refreshed token within that threshold, so the expiry it
-is given is when to ask the handler again (at most :data:`RECHECK_SECONDS` ahead, three
-quarters of the remaining life), not the token's own. Without a renewer the credentials
-hold the token only and ``refresh()`` raises :class:`ConsentRequired` (code
-``token_rejected``); :meth:`BigQueryConnector.is_auth_error` is True for it.
+Credentials (:mod:`.bigquery_credentials`): google-auth's ``Credentials(token,
+expiry=..., refresh_handler=...)``, the form google-auth provides for tokens from a
+token broker (google-auth-library-python PR #812). The handler asks the session's
+renewer, which asks the broker shortly before the token expires, so a job polled past
+the token's life and a Storage Read stream (the read client shares these credentials)
+keep going. google-auth refreshes ``REFRESH_THRESHOLD`` (3 min 45 s) before ``expiry``
+and refuses a refreshed token within that threshold, so the expiry it is given is when
+to ask the handler again (at most ``RECHECK_SECONDS`` ahead, three quarters of the
+remaining life), not the token's own. Without a renewer the credentials hold the token
+only and ``refresh()`` raises :class:`ConsentRequired` (code ``token_rejected``);
+:meth:`BigQueryConnector.is_auth_error` is True for it.
 
 Results come through ``RowIterator.to_arrow()`` (REST pages parsed to Arrow, or the
 Storage Read API); :meth:`BigQueryConnector.query_pandas` converts that table itself,
@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -56,7 +55,6 @@ from ..core.errors import (
     TooManyRows,
 )
 from .base import (
-    PANDAS_OPTIONS,
     ConnectionInfo,
     Connector,
     Credential,
@@ -66,6 +64,8 @@ from .base import (
     note_query_id,
     with_token,
 )
+from .bigquery_credentials import broker_credentials, token_rejected
+from .bigquery_dtypes import arrow_to_pandas
 from .bigquery_errors import (
     endpoint_of,
     exception_chain,
@@ -84,9 +84,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-
-#: google-auth asks the refresh handler again at most this many seconds later.
-RECHECK_SECONDS = 10.0
 
 #: Our own driver_options, removed before the rest goes to ``bigquery.Client``.
 OWN_OPTIONS = (
@@ -355,110 +352,6 @@ class BigQueryConnector(Connector):
                 code="warehouse_unreachable",
             )
         return None
-
-
-def token_rejected(name: str) -> ConsentRequired:
-    return ConsentRequired(
-        f"BigQuery rejected the access token for connection {name!r} "
-        "(it expired, was revoked, or is not valid for BigQuery).",
-        f"the access token was rejected: re-authorize through the broker "
-        f"(%sql_connector authorize {name})",
-        code="token_rejected",
-    )
-
-
-# -- credentials ---------------------------------------------------------------------
-
-
-def broker_credentials(cred: Credential, name: str, renew: Renew | None) -> Any:
-    """google-auth credentials for ``cred``, refreshed through ``renew`` (the broker)."""
-    from google.oauth2.credentials import Credentials
-
-    if renew is None:
-        return _static_credentials(cred.token, name)
-
-    def refresh_handler(request: Any, scopes: Any = None) -> tuple[str, Any]:
-        fresh = renew()  # on the driver's thread; the renewer never logs the token
-        return fresh.token, ask_again_at(fresh.expires_at)
-
-    return Credentials(  # type: ignore[no-untyped-call]
-        cred.token, expiry=ask_again_at(cred.expires_at), refresh_handler=refresh_handler
-    )
-
-
-def ask_again_at(expires_at: float | None) -> Any:
-    """The naive-UTC ``expiry`` to give google-auth for a token expiring at ``expires_at``:
-    google-auth calls the handler ``REFRESH_THRESHOLD`` before it, so that is when three
-    quarters of the token's remaining life have passed (at most ``RECHECK_SECONDS``).
-    An expired token gives "now", which google-auth refuses (``RefreshError``)."""
-    import datetime as dt
-
-    from google.auth import _helpers
-
-    now = time.time()
-    left = 3600.0 if expires_at is None else expires_at - now
-    ahead = max(0.0, min(RECHECK_SECONDS, 0.75 * left))
-    at = dt.datetime.fromtimestamp(now + ahead, dt.UTC).replace(tzinfo=None)
-    threshold: dt.timedelta = _helpers.REFRESH_THRESHOLD
-    return at + threshold
-
-
-def _static_credentials(token: str, name: str) -> Any:
-    """google-auth credentials holding only the user's token; refresh() is the broker's job."""
-    from google.oauth2.credentials import Credentials
-
-    class BrokerCredentials(Credentials):
-        """Refreshing needs the broker (it owns the refresh token): raise, clearly."""
-
-        def refresh(self, request: Any) -> None:
-            raise token_rejected(name)
-
-    return BrokerCredentials(token)  # type: ignore[no-untyped-call]
-
-
-# -- results ------------------------------------------------------------------------
-
-
-def arrow_to_pandas(table: pa.Table) -> pd.DataFrame:
-    """Arrow → pandas with BigQuery's nullable dtypes (INT64 → Int64, BOOL → boolean)."""
-    import pandas as pd
-    import pyarrow as pa
-
-    nullable = {
-        pa.int64(): pd.Int64Dtype(),
-        pa.bool_(): pd.BooleanDtype(),
-    }
-    for i, type_ in enumerate(table.schema.types):
-        if pa.types.is_decimal(type_):
-            column = _narrowest_scale(table.column(i))
-            table = table.set_column(i, table.field(i).with_type(column.type), column)
-    return table.to_pandas(types_mapper=nullable.get, **PANDAS_OPTIONS)
-
-
-def _narrowest_scale(column: pa.ChunkedArray) -> pa.ChunkedArray:
-    """A NUMERIC (BIGNUMERIC) column at the smallest scale that holds every value
-    exactly: ``100.000000000`` and ``250.500000000`` read ``100.0`` and ``250.5``, not
-    with BigQuery's fixed 9 (38) digits of scale. The scale is guessed from the first
-    values and checked on the whole column with vectorized casts (about 40 ms per 1M
-    values and check), never by rewriting each ``Decimal``."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    type_ = column.type
-    make = pa.decimal128 if type_.precision <= 38 else pa.decimal256
-    digits = type_.precision - type_.scale
-
-    def at(values: Any, scale: int) -> Any:
-        return values.cast(make(digits + scale, scale), safe=False)  # truncates
-
-    def fits(values: Any, scale: int) -> bool:
-        return pc.all(pc.equal(at(values, scale).cast(type_), values)).as_py() is not False
-
-    sample = column.slice(0, 1024)
-    scale = next((s for s in range(type_.scale) if fits(sample, s)), type_.scale)
-    while scale < type_.scale and not fits(column, scale):
-        scale += 1
-    return column if scale == type_.scale else at(column, scale)
 
 
 def _field_type(field: Any) -> str:

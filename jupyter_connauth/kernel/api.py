@@ -206,7 +206,7 @@ def credentials(name: str) -> Any:
     connector = lease.info.connector
     renew = k.renewer(name, lease.credential)
     if connector == "bigquery":
-        from ..connectors.bigquery import broker_credentials
+        from ..connectors.bigquery_credentials import broker_credentials
 
         return broker_credentials(lease.credential, name, renew)
     if connector == "databricks":
