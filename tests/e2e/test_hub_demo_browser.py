@@ -134,7 +134,7 @@ def test_alice_and_bob_each_in_their_own_server(
         panel = u.page.locator(".jp-ConnAuth-panel").inner_text()
         assert f"{OTHER[login]}@example.com" not in panel, panel
         snowflake = u.page.locator('.jp-ConnAuth-card[data-connection="snowflake"]')
-        snowflake.get_by_text("Consent needed").wait_for(timeout=10_000)  # the revoke cell
+        snowflake.get_by_text("Consent needed").wait_for(timeout=WAIT_MS)  # the revoke cell
         if login == "alice":  # the browse tree at the default width: names not cut off
             card.locator(".jp-ConnAuth-cardHead button").first.click()
             card.locator(".jp-ConnAuth-catalog[data-path='[\"main\"]']").click()

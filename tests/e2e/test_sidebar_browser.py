@@ -189,7 +189,7 @@ def test_sidebar_consent_test_browse_revoke(
             form.locator("textarea[name=scopes]").fill(
                 "https://www.googleapis.com/auth/cloud-platform"
             )
-            assert form.locator("button", has_text="Save and test").count() == 1
+            form.locator("button", has_text="Save and test").wait_for()  # re-rendered
             form.locator(".jp-ConnAuth-scopeWarning").wait_for()
             assert "every user" in form.locator(".jp-ConnAuth-scopeWarning").inner_text()
             sb.shot("edit-scopes-warning")

@@ -337,6 +337,7 @@ def test_sidebar_test_and_browse_run_in_the_service(dummy_hub: Hub) -> None:
 
 def test_tokens_survive_a_user_server_restart(dummy_hub: Hub) -> None:
     h = dummy_hub
+    h.server("alice", "alice", "POST", "connections/sales/revoke")  # whatever ran before
     h.authorize("alice")
     h.hub.api("DELETE", "users/alice/server")
     h.hub.start_server("alice")

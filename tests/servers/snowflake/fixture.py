@@ -117,6 +117,9 @@ class SnowflakeServer:
                 stderr=log_file,
                 text=True,
                 start_new_session=True,
+                # fakesnow makes its stage bucket with mkdtemp() at import: keep it in our
+                # temp dir so it goes when the server stops (it was left in /tmp)
+                env={**os.environ, "TMPDIR": self._tmpdir.name},
             )
         ready = threading.Event()
         found: list[int] = []
