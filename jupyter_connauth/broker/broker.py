@@ -413,6 +413,7 @@ class Broker:
             expires_at=rec.expires_at,
             granted_scopes=list(rec.scope) if rec.scope is not None else None,
             refreshable=bool(rec.refresh_token),
+            refresh_expires_at=rec.refresh_expires_at if rec.refresh_token else None,
         )
         return out
 

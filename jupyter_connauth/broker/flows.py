@@ -424,6 +424,7 @@ class ConsentFlows:
             expires_at=grant_expiry(spec, resp.expires_at, resp.id_token),
             id_token=resp.id_token if spec.federated else None,  # kept only as a subject
             refresh_token=resp.refresh_token,
+            refresh_expires_at=resp.refresh_expires_at,
             token_type=resp.token_type,
             scope=resp.scope,
             identity=identity,
