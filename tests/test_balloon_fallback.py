@@ -8,7 +8,7 @@ of its Cancel button.
   signing in at the real IdP finishes the cell ("Authorized as", the rows), and the
   saved notebook holds neither the authorize URL nor widget state.
 - ``DELETE flows/FLOW_ID`` (what Cancel calls): the IdP's redirect for a cancelled flow
-  stores nothing.
+  stores nothing; a cancelled device code is no longer polled for.
 """
 
 from __future__ import annotations
@@ -22,13 +22,21 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from tests import test_sessions_kernel
+from tests.idp_fixture import headless_device
 from tests.kernel_session import AUTH_URL
 from tests.test_consent_flow import api
-from tests.test_sessions_kernel import QUERY, connections, idp_config, warehouse  # noqa: F401
+from tests.test_device_flow import INTERVAL, device_polls, start, wait_flow
+from tests.test_sessions_kernel import QUERY, connections, warehouse  # noqa: F401
 
 pytestmark = pytest.mark.timeout(180)
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+@pytest.fixture
+def idp_config() -> dict[str, Any]:
+    return {**test_sessions_kernel.idp_config.__wrapped__(), "device_interval": INTERVAL}
 
 
 class RecordingClient(NotebookClient):
@@ -113,3 +121,20 @@ async def test_a_cancelled_flow_stores_nothing(jp_fetch, consent):
     assert page.status_code >= 400 and "unknown or was already used" in page.text, page.text
     status = await api(jp_fetch, "connections", "lake")
     assert status["status"] == "consent_required", status
+
+
+async def test_a_cancelled_device_code_is_no_longer_polled(jp_fetch, idp):
+    answer = await start(jp_fetch, "lake")
+    for _ in range(50):  # the broker is polling
+        if device_polls(idp):
+            break
+        await asyncio.sleep(0.1)
+    flow = await api(jp_fetch, "flows", answer["flow_id"], method="DELETE")
+    assert flow["status"] == "failed" and flow["error"] == "cancelled", flow
+    polled = len(device_polls(idp))
+    await asyncio.to_thread(headless_device, answer["verification_uri"], answer["user_code"])
+    await asyncio.sleep(3 * INTERVAL)
+    assert len(device_polls(idp)) == polled  # the user's code confirmed: nobody asks
+    assert (await wait_flow(jp_fetch, answer["flow_id"]))["error"] == "cancelled"
+    token = await api(jp_fetch, "connections", "lake", "token", method="POST")
+    assert token["status"] == "consent_required"
