@@ -25,8 +25,8 @@ widget state a frontend may save in its metadata.
 from __future__ import annotations
 
 import html
-import importlib.util
 import threading
+from importlib import metadata
 from typing import Any
 
 from .balloon import Balloon, authorize_link, balloon_head
@@ -36,8 +36,11 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def widgets_available() -> bool:
-    """ipywidgets 8 is importable (the kernel side of the widget balloon)."""
-    return importlib.util.find_spec("ipywidgets") is not None
+    """ipywidgets 8 is installed (the kernel side of the widget balloon)."""
+    try:
+        return int(metadata.version("ipywidgets").split(".")[0]) >= 8
+    except (metadata.PackageNotFoundError, ValueError):
+        return False
 
 
 def _click_on_any_shell(comm: Any) -> None:
