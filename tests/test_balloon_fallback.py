@@ -24,7 +24,7 @@ from nbclient import NotebookClient
 
 from tests import test_sessions_kernel
 from tests.idp_fixture import headless_device
-from tests.kernel_session import AUTH_URL
+from tests.kernel_session import AUTH_URL, KernelSession
 from tests.test_consent_flow import api
 from tests.test_device_flow import INTERVAL, device_polls, start, wait_flow
 from tests.test_sessions_kernel import QUERY, connections, warehouse  # noqa: F401
@@ -138,3 +138,17 @@ async def test_a_cancelled_device_code_is_no_longer_polled(jp_fetch, idp):
     assert (await wait_flow(jp_fetch, answer["flow_id"]))["error"] == "cancelled"
     token = await api(jp_fetch, "connections", "lake", "token", method="POST")
     assert token["status"] == "consent_required"
+
+
+async def test_a_kernel_without_ipywidgets_shows_the_html_balloon(
+    jp_fetch, jp_serverapp, jp_auth_header, warehouse
+):
+    kernel = KernelSession(jp_fetch, jp_serverapp, jp_auth_header)
+    async with kernel:
+        await kernel.ok("import sys\nsys.modules['ipywidgets'] = None  # cannot be imported")
+        await kernel.ok("%load_ext jupyter_connauth")
+        cell = await kernel.ok(f"%%sql_connector lake\n{QUERY}")
+        shown = [o["data"] for o in cell.outputs if "data" in o]
+        assert "connauth-balloon" in shown[0]["text/html"] and WIDGET_VIEW not in shown[0]
+        assert kernel.consents == 1 and "Authorized as alice@example.com" in cell.text
+        assert "alice@example.com" in cell.text and "2 rows" in cell.text

@@ -176,7 +176,10 @@ def _balloon(consent: ConsentNeeded, idp: str, rich: bool) -> Balloon:
         from .balloon_widget import WidgetBalloon, widgets_available
 
         if widgets_available():
-            return WidgetBalloon(consent, idp)
+            try:
+                return WidgetBalloon(consent, idp)
+            except ImportError:  # installed but broken: the HTML balloon
+                pass
     return Balloon(consent, idp, rich=rich)
 
 
