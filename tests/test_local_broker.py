@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 
 from tests.idp_fixture import TestIdP, default_client, free_port
@@ -162,3 +163,19 @@ def test_auto_consent_method_rules(environ: dict[str, str], platform: str, why: 
     from jupyter_connauth.kernel.local import no_browser_here
 
     assert no_browser_here(environ, platform) == why
+
+
+async def test_a_cancelled_flow_stores_nothing_without_a_server(local_shell):
+    """What the balloon's Cancel and Ctrl-C do to the kernel's own broker."""
+    from tests.idp_fixture import headless_login
+
+    client = local_shell.ip.magics_manager.registry["ConnAuthMagics"].client
+    consent = await asyncio.to_thread(client.authorize, "sales")
+    flow = await asyncio.to_thread(client.cancel_flow, consent.flow_id)
+    assert flow["status"] == "failed" and flow["error"] == "cancelled", flow
+    callback = await asyncio.to_thread(headless_login, consent.authorize_url, "alice")
+    async with httpx2.AsyncClient(timeout=30) as http:
+        page = await http.get(callback)  # the IdP's redirect to the loopback, too late
+    assert page.status_code >= 400 and "unknown or was already used" in page.text, page.text
+    answer = await asyncio.to_thread(client.token, "sales")
+    assert answer.reason == "first_use"  # still consent needed: nothing was stored

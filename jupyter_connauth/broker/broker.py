@@ -8,6 +8,7 @@ pass-through exchanges (:mod:`.passthrough`) and Snowflake JWTs (:mod:`.jwt_mint
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -327,6 +328,15 @@ class Broker:
             flow.fix = "start the authorization again and finish it within the time limit"
         return flow
 
+    def cancel_flow(self, user: str, flow_id: str) -> Flow:
+        """The user cancelled a pending consent flow (:meth:`.ConsentFlows.cancel`; a
+        device code is no longer polled for). A flow already over is answered as is."""
+        flow = self.flow_status(user, flow_id)
+        if flow.status == "pending" and self.flows.cancel(flow):
+            with contextlib.suppress(ConnAuthError):  # a connection gone has no poller
+                self.lane(self.connection(flow.connection)).device.cancel(flow)
+        return self.store.get_flow(flow_id) or flow
+
     async def callback(self, params: Mapping[str, str], caller: str | None) -> Flow:
         return await self.flows.callback(
             params,
@@ -403,6 +413,7 @@ class Broker:
             expires_at=rec.expires_at,
             granted_scopes=list(rec.scope) if rec.scope is not None else None,
             refreshable=bool(rec.refresh_token),
+            refresh_expires_at=rec.refresh_expires_at if rec.refresh_token else None,
         )
         return out
 

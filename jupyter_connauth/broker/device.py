@@ -118,6 +118,14 @@ class DeviceFlows:
         if key in self._polls and self._polls[key][1] is task:
             del self._polls[key]
 
+    def cancel(self, flow: Flow) -> None:
+        """Stop polling the IdP for ``flow`` (the user cancelled it)."""
+        key = (flow.user, flow.connection)
+        polled = self._polls.get(key)
+        if polled is not None and polled[0].flow_id == flow.flow_id:
+            del self._polls[key]
+            polled[1].cancel()
+
     def _end(self, flow: Flow, code: str, message: str, fix: str | None = None) -> None:
         self.flows._fail(flow, FlowError(message, fix, code=code))
 

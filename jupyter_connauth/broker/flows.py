@@ -177,6 +177,24 @@ class ConsentFlows:
             self.store.update_flow(flow)
         return error
 
+    def cancel(self, flow: Flow) -> bool:
+        """Cancel a pending flow: its state is burnt (the IdP's redirect then finds no
+        flow and stores nothing) and it says ``failed`` with ``error`` ``cancelled``.
+        False when the callback took the state first (it completes or fails by itself)."""
+        if self.store.take_flow_by_state(flow.state_hash, time.time()) is None:
+            return False
+        self._fail(
+            flow,
+            FlowError(
+                "You cancelled this consent; nothing was stored.",
+                f"run the cell again (or %sql_connector authorize {flow.connection}) "
+                "for a new Authorize link",
+                code="cancelled",
+            ),
+        )
+        log.info("jupyter-connauth: consent flow for %s cancelled", flow.connection)
+        return True
+
     async def callback(
         self,
         params: Mapping[str, str],
@@ -406,6 +424,7 @@ class ConsentFlows:
             expires_at=grant_expiry(spec, resp.expires_at, resp.id_token),
             id_token=resp.id_token if spec.federated else None,  # kept only as a subject
             refresh_token=resp.refresh_token,
+            refresh_expires_at=resp.refresh_expires_at,
             token_type=resp.token_type,
             scope=resp.scope,
             identity=identity,

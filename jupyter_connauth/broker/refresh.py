@@ -200,6 +200,10 @@ class Refresher:
             expires_at=grant_expiry(spec, resp.expires_at, id_token),
             id_token=id_token,
             refresh_token=resp.refresh_token or old.refresh_token,
+            # a new refresh token brings its own expiry (or none); the old one keeps its
+            refresh_expires_at=resp.refresh_expires_at
+            if resp.refresh_token
+            else old.refresh_expires_at,
             token_type=resp.token_type,
             scope=resp.scope or old.scope,
             obtained_at=time.time(),

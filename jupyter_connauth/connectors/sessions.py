@@ -44,6 +44,7 @@ from .base import ConnectionInfo, Connector, Credential, Renew
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R", bound=Renew)
 
 #: A driver's token is renewed this long before it expires: a quarter of its lifetime,
 #: between RENEW_MIN (clock skew, ``exp`` in whole seconds) and RENEW_LEEWAY; less than
@@ -350,33 +351,9 @@ class SessionManager:
         fetch: Callable[[], Lease | None] | None,
         rejected: Rejected | None = None,
     ) -> _Session:
-        connector = get_connector(lease.info.connector)
-        for attempt in (1, 2):
-            renewer = Renewer(lease, fetch)
-            renew: Renew = renewer
-            try:
-                conn = connector.connect(lease.info, lease.credential, renew)
-            except ConnAuthError:
-                raise
-            except Exception as e:
-                # Rejected at login: nothing ran. Once, with what the broker now has.
-                if attempt == 1 and connector.is_auth_error(e):
-                    newer = None
-                    if rejected is not None:  # the broker refreshes the grant once
-                        newer = rejected(lease, _known(connector, e, lease.info), True)
-                    elif refetch is not None:
-                        newer = refetch()
-                    if newer is not None:
-                        lease = newer
-                        connector = get_connector(lease.info.connector)
-                        continue
-                known = _known(connector, e, lease.info)
-                if attempt == 2 and rejected is not None and connector.is_auth_error(e):
-                    _tell(rejected, lease, known)  # the refreshed token too: marked
-                raise known from None
-            slot.session = _Session(renewer, connector, conn)
-            return slot.session
-        raise AssertionError("unreachable")
+        renewer, connector, conn = login(lease, lambda ls: Renewer(ls, fetch), refetch, rejected)
+        slot.session = _Session(renewer, connector, conn)
+        return slot.session
 
     @staticmethod
     def _after_submit(slot: _Slot, session: _Session, exc: Exception) -> ConnAuthError | None:
@@ -401,6 +378,42 @@ class SessionManager:
             return err
         slot.session = session  # an ordinary failure (SQL error, too many rows): keep it
         return known
+
+
+def login(
+    lease: Lease,
+    renewer: Callable[[Lease], R],
+    refetch: Callable[[], Lease | None] | None,
+    rejected: Rejected | None,
+) -> tuple[R, Connector, Any]:
+    """Connect with ``lease``'s credential (the driver renews it through
+    ``renewer(lease)``). Rejected at login, nothing ran: once more with what the broker
+    has then (``rejected`` reports the rejection and the broker refreshes the grant once;
+    without it, ``refetch``); the refreshed token rejected too: reported (the broker
+    marks the grant). Known driver errors come back as :class:`ConnAuthError`."""
+    connector = get_connector(lease.info.connector)
+    for attempt in (1, 2):
+        renew = renewer(lease)
+        try:
+            return renew, connector, connector.connect(lease.info, lease.credential, renew)
+        except ConnAuthError:
+            raise
+        except Exception as e:
+            if attempt == 1 and connector.is_auth_error(e):
+                newer = None
+                if rejected is not None:  # the broker refreshes the grant once
+                    newer = rejected(lease, _known(connector, e, lease.info), True)
+                elif refetch is not None:
+                    newer = refetch()
+                if newer is not None:
+                    lease = newer
+                    connector = get_connector(lease.info.connector)
+                    continue
+            known = _known(connector, e, lease.info)
+            if attempt == 2 and rejected is not None and connector.is_auth_error(e):
+                _tell(rejected, lease, known)  # the refreshed token too: marked
+            raise known from None
+    raise AssertionError("unreachable")
 
 
 def _tell(rejected: Rejected, lease: Lease, err: Exception) -> None:

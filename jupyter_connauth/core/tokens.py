@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from .redact import remember
@@ -60,6 +60,9 @@ class TokenRecord:
     #: forced refresh, ``"rejected"`` when the refreshed token was rejected too (with the
     #: warehouse's ``message``, ``fix`` and ``consent_helps``). See broker/rejection.py.
     rejection: dict[str, Any] | None = None
+    #: When the refresh token expires where the IdP said so (Keycloak's
+    #: ``refresh_expires_in``), else None; ``%sql_connector preflight --for`` reads it.
+    refresh_expires_at: float | None = None
 
     def __post_init__(self) -> None:
         remember(self.access_token, self.refresh_token, self.id_token)  # see core/redact.py
@@ -91,7 +94,8 @@ class TokenRecord:
         data: dict[str, Any] = json.loads(raw)
         if data.get("scope") is not None:
             data["scope"] = tuple(data["scope"])
-        return cls(**data)
+        known = {f.name for f in fields(cls)}  # a newer version's fields: ignored
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass

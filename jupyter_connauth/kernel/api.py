@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..connectors import get_connector
 from ..connectors.base import ConnectionInfo, Connector, Credential
-from ..connectors.sessions import Lease
+from ..connectors.sessions import Lease, login
 from ..core.errors import ConnAuthError
 from .balloon import in_ipython
 from .client import TOKEN_ENV, URL_ENV, BrokerAPI, ConsentNeeded, connect_broker
@@ -75,10 +75,9 @@ class Kernel:
     def call(
         self, name: str, op: Callable[[Connector, Any], T], on_consent: ConsentHandler | None
     ) -> T:
-        """``op(connector, driver_connection)`` on the kernel's session of ``name``."""
-        lease = self.runner.lease(name, on_consent)
-        refetch = lambda: self.runner.lease(name, on_consent, drop=False)  # noqa: E731
-        return self.runner.sessions.run(name, lease, op, refetch=refetch)
+        """``op(connector, driver_connection)`` on the kernel's session of ``name`` (a
+        token the warehouse rejects is reported to the broker, as for the magic)."""
+        return self.runner.with_session(name, on_consent, op)
 
     def close(self) -> None:
         self.runner.close()
@@ -121,18 +120,14 @@ class Kernel:
 
     def open(self, name: str, lease: Lease) -> Any:
         """A driver connection (BigQuery: a ``bigquery.Client``) for ``lease``; known
-        driver errors become :class:`ConnAuthError` with the fix."""
-        info = lease.info
-        connector = get_connector(info.connector)
-        try:
-            return connector.connect(info, lease.credential, self.renewer(name, lease.credential))
-        except ConnAuthError:
-            raise
-        except Exception as e:
-            known = connector.translate_error(e, info)
-            if known is None:
-                raise
-            raise known from None
+        driver errors become :class:`ConnAuthError` with the fix. A token the warehouse
+        rejects at login is reported to the broker, which refreshes the grant once (the
+        connection is then opened with the new token) or marks it rejected."""
+        rejected = self.runner.rejected(name, self.consent)
+        _renew, _connector, conn = login(
+            lease, lambda ls: self.renewer(name, ls.credential), None, rejected
+        )
+        return conn
 
 
 _lock = threading.Lock()

@@ -1,14 +1,16 @@
 """The Authorize balloon, and the wait for consent while the cell runs.
 
-While a cell executes the kernel processes no comm messages, so the Authorize button
-cannot call back into the kernel: it is a link that opens the IdP's consent page in a
-popup, and the kernel polls the broker for the flow's status, updating the balloon
-(kernel → frontend messages do flow during execution). Frontends without widgets get
-the same as text: the link, then the wait.
+The Authorize button is a link that opens the IdP's consent page in a popup (from the
+user's click, so no popup blocker stops it); the kernel polls the broker for the flow's
+status, updating the balloon (kernel → frontend messages flow during execution). Where
+the kernel has ipywidgets the balloon is a widget with a Cancel button
+(:mod:`.balloon_widget`), its output carrying this module's HTML and text for frontends
+without widgets; terminals get the text: the link, then the wait.
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import re
@@ -59,15 +61,29 @@ def _popup_js(url: str) -> str:
     )
 
 
-def balloon_html(consent: ConsentNeeded, idp: str, status: str) -> str:
+def balloon_head(consent: ConsentNeeded, idp: str) -> str:
+    return (
+        f"<b>Authorize {html.escape(consent.connection)}</b> at {html.escape(idp)}<br>"
+        f"Consent is needed because {html.escape(consent.reason_text)}.<br>"
+    )
+
+
+def authorize_link(consent: ConsentNeeded) -> str:
+    """The Authorize button: a link opening the IdP in a popup from the user's click."""
     url = html.escape(consent.authorize_url, quote=True)
+    flow = html.escape(consent.flow_id, quote=True)
+    return (
+        f'<a class="connauth-authorize" data-flow="{flow}" href="{url}" target="_blank" '
+        'rel="noopener" '
+        f'style="{_BUTTON}" onclick="{_popup_js(consent.authorize_url)}">Authorize</a>'
+    )
+
+
+def balloon_html(consent: ConsentNeeded, idp: str, status: str) -> str:
     flow = html.escape(consent.flow_id)
     return (
         f'<div style="{_STYLE}" class="connauth-balloon" data-flow="{flow}">'
-        f"<b>Authorize {html.escape(consent.connection)}</b> at {html.escape(idp)}<br>"
-        f"Consent is needed because {html.escape(consent.reason_text)}.<br>"
-        f'<a class="connauth-authorize" href="{url}" target="_blank" rel="noopener" '
-        f'style="{_BUTTON}" onclick="{_popup_js(consent.authorize_url)}">Authorize</a> '
+        f"{balloon_head(consent, idp)}{authorize_link(consent)} "
         f'<span class="connauth-status">{html.escape(status)}</span></div>'
     )
 
@@ -141,11 +157,36 @@ class Balloon(LiveOutput):
         if self._handle is not None or self._printed:
             self.publish({"text/plain": text, "text/html": html.escape(text)}, final=True)
 
+    def gone(self) -> None:
+        """Cancelled: the balloon empties (the error's one line says it)."""
+        if self._handle is not None:
+            self.publish({"text/plain": ""}, final=True)
+
     def done(self, identity: str | None) -> None:
         who = f" as {identity}" if identity else ""
         line = f"Authorized{who} for {self.consent.connection}"
         if self._handle is not None or self._printed:
             self.publish({"text/plain": line, "text/html": html.escape(line)}, final=True)
+
+
+def _balloon(consent: ConsentNeeded, idp: str, rich: bool) -> Balloon:
+    """The widget balloon where the kernel has ipywidgets (its output carries this
+    balloon's HTML and text too, for frontends without widgets), else this one."""
+    if rich:
+        from .balloon_widget import WidgetBalloon, widgets_available
+
+        if widgets_available():
+            try:
+                return WidgetBalloon(consent, idp)
+            except ImportError:  # installed but broken: the HTML balloon
+                pass
+    return Balloon(consent, idp, rich=rich)
+
+
+def _cancel_at_broker(client: BrokerAPI, consent: ConsentNeeded) -> None:
+    """The link stores nothing any more (best effort: the flow expires anyway)."""
+    with contextlib.suppress(ConnAuthError):
+        client.cancel_flow(consent.flow_id)
 
 
 def wait_for_consent(
@@ -159,16 +200,17 @@ def wait_for_consent(
 ) -> dict[str, Any]:
     """Show the balloon and poll the flow until it completes, fails or times out.
 
-    Ctrl-C (interrupt) stops waiting (:class:`Cancelled`); the flow then simply expires
-    at the broker.
+    The balloon's Cancel button (:class:`Cancelled`: "cancelled; nothing ran") and
+    Ctrl-C (an interrupt) stop waiting and cancel the flow at the broker.
     """
-    balloon = Balloon(consent, idp, rich=rich)
+    balloon = _balloon(consent, idp, rich)
+    cancelled = getattr(balloon, "cancel_requested", None)
     deadline = time.monotonic() + min(timeout, max(1.0, consent.expires_at - time.time()))
     shown_at = -1
     try:
         while True:
             left = int(deadline - time.monotonic())
-            if left != shown_at and (left % 5 == 0 or shown_at < 0 or left < 10):
+            if left != shown_at and (cancelled or left % 5 == 0 or shown_at < 0 or left < 10):
                 balloon.show(f"Waiting for you to sign in… {left // 60}:{left % 60:02d} left")
                 shown_at = left
             flow = client.flow(consent.flow_id)
@@ -190,7 +232,13 @@ def wait_for_consent(
                     "(%config ConnAuthMagics.wait_timeout = seconds)",
                     code="flow_timeout",
                 )
-            time.sleep(interval)
+            if cancelled is not None and cancelled.wait(interval):
+                _cancel_at_broker(client, consent)
+                balloon.gone()
+                raise Cancelled(NOTHING_RAN)
+            if cancelled is None:
+                time.sleep(interval)
     except KeyboardInterrupt:
+        _cancel_at_broker(client, consent)
         balloon.closed("authorization cancelled")
         raise Cancelled(CONSENT_CANCELLED) from None

@@ -119,6 +119,7 @@ class BrokerAPI(Protocol):
     def authorize_device(self, name: str, *, switch_account: bool = False) -> DeviceCode: ...
     def revoke(self, name: str) -> dict[str, Any]: ...
     def flow(self, flow_id: str) -> dict[str, Any]: ...
+    def cancel_flow(self, flow_id: str) -> dict[str, Any]: ...
     def doctor(self, name: str) -> list[dict[str, Any]]: ...
 
 
@@ -264,6 +265,10 @@ class BrokerClient:
 
     def flow(self, flow_id: str) -> dict[str, Any]:
         return dict(self._call("GET", f"flows/{self._name(flow_id)}"))
+
+    def cancel_flow(self, flow_id: str) -> dict[str, Any]:
+        """Cancel a pending consent flow: its link then stores nothing."""
+        return dict(self._call("DELETE", f"flows/{self._name(flow_id)}"))
 
     # -- JupyterHub admins (the hub service answers these; a single server does not) ----
     def _admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:

@@ -258,6 +258,11 @@ class LocalBrokerClient:
         result: dict[str, Any] = flow.public_dict()
         return result
 
+    def cancel_flow(self, flow_id: str) -> dict[str, Any]:
+        flow = self._call(self.broker.cancel_flow, self.user, flow_id)
+        result: dict[str, Any] = flow.public_dict()
+        return result
+
     def doctor(self, name: str) -> list[dict[str, Any]]:
         from ..broker.doctor import diagnose
 

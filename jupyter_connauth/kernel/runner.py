@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ..connectors.base import ConnectionInfo, Connector, Credential, Params, Progress
 from ..connectors.sessions import Lease, Rejected, SessionManager, rejection_report, test_sql
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 ConsentHandler = Callable[[ConsentNeeded], None]
+T = TypeVar("T")
 
 
 class Runner:
@@ -81,7 +82,7 @@ class Runner:
         lease = self.last[name] = Lease(info, cred, answer.grant)
         return lease
 
-    def _rejected(self, name: str, on_consent: ConsentHandler | None) -> Rejected:
+    def rejected(self, name: str, on_consent: ConsentHandler | None) -> Rejected:
         """The warehouse rejected a lease's token: told to the broker once, which
         refreshes the grant (the new token: retried once at a login), or after a second
         rejection answers consent (shown at the next login) or the admin's fix (raised)."""
@@ -101,9 +102,11 @@ class Runner:
         return report
 
     # -- running ---------------------------------------------------------------------
-    def _with_session(
-        self, name: str, on_consent: ConsentHandler | None, call: Callable[[Connector, Any], Any]
-    ) -> Any:
+    def with_session(
+        self, name: str, on_consent: ConsentHandler | None, call: Callable[[Connector, Any], T]
+    ) -> T:
+        """``call(connector, driver_connection)`` on the kernel's session of ``name``; a
+        token the warehouse rejects is reported to the broker (:meth:`rejected`)."""
         lease = self.lease(name, on_consent)
         return self.sessions.run(name, lease, call, **self._refetchers(name, on_consent))
 
@@ -114,7 +117,7 @@ class Runner:
         return {
             "refetch": lambda: self.lease(name, on_consent, drop=False),
             "renew": lambda: self.lease(name, None, drop=False),
-            "rejected": self._rejected(name, on_consent),
+            "rejected": self.rejected(name, on_consent),
         }
 
     def query(
@@ -133,12 +136,10 @@ class Runner:
                 return c.query_arrow(conn, sql, params, max_rows=max_rows, progress=progress)
             return c.query_pandas(conn, sql, params, max_rows=max_rows, progress=progress)
 
-        return self._with_session(name, on_consent, call)
+        return self.with_session(name, on_consent, call)
 
     def whoami(self, name: str, on_consent: ConsentHandler | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = self._with_session(
-            name, on_consent, lambda c, conn: c.whoami(conn)
-        )
+        result: dict[str, Any] = self.with_session(name, on_consent, lambda c, conn: c.whoami(conn))
         return result
 
     def test(self, name: str, on_consent: ConsentHandler | None = None) -> float:
@@ -168,5 +169,5 @@ class Runner:
                 return list(c.list_tables(conn, path[0], path[1]))
             return list(c.list_columns(conn, path[0], path[1], path[2]))
 
-        result: list[Any] = self._with_session(name, on_consent, call)
+        result: list[Any] = self.with_session(name, on_consent, call)
         return result

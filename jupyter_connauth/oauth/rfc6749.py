@@ -136,6 +136,9 @@ class TokenResponse:
     id_token: str | None
     #: Other members of the answer (``issued_token_type`` of RFC 8693, ...); no secrets.
     extra: dict[str, Any] = field(default_factory=dict)
+    #: When the refresh token expires, where the IdP says so (Keycloak's
+    #: ``refresh_expires_in``; 0 there means an offline token without a set expiry).
+    refresh_expires_at: float | None = None
 
     def __repr__(self) -> str:
         return f"TokenResponse(expires_at={self.expires_at!r}, scope={self.scope!r})"
@@ -143,8 +146,17 @@ class TokenResponse:
 
 _KNOWN = frozenset(
     {"access_token", "expires_in", "expires_at", "refresh_token", "token_type", "scope"}
-    | {"id_token", "error", "error_description", "error_uri"}
+    | {"id_token", "error", "error_description", "error_uri", "refresh_expires_in"}
 )
+
+
+def _seconds_from_now(value: Any) -> float | None:
+    """``now + value`` for a positive number of seconds, else None."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return time.time() + seconds if seconds > 0 else None
 
 
 def parse_token_response(raw: Mapping[str, Any]) -> TokenResponse:
@@ -165,16 +177,20 @@ def parse_token_response(raw: Mapping[str, Any]) -> TokenResponse:
             expires_at = float(raw["expires_at"])
     except (TypeError, ValueError):
         expires_at = None
+    refresh_token = raw.get("refresh_token") or None
     scope = raw.get("scope")
     id_token = raw.get("id_token")
     return TokenResponse(
         access_token=access,
         expires_at=expires_at,
-        refresh_token=raw.get("refresh_token") or None,
+        refresh_token=refresh_token,
         token_type=str(raw.get("token_type") or "Bearer"),
         scope=tuple(scope.split()) if isinstance(scope, str) else None,
         id_token=id_token if isinstance(id_token, str) else None,
         extra={k: v for k, v in raw.items() if k not in _KNOWN and isinstance(v, str | int)},
+        refresh_expires_at=_seconds_from_now(raw.get("refresh_expires_in"))
+        if refresh_token
+        else None,
     )
 
 

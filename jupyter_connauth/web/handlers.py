@@ -260,6 +260,11 @@ class FlowHandler(BrokerHandler):
     async def get(self, flow_id: str) -> None:
         self.write_json(self.broker.flow_status(self.principal.name, flow_id).public_dict())
 
+    @authenticated
+    async def delete(self, flow_id: str) -> None:
+        """Cancel a pending consent flow (the balloon's Cancel button)."""
+        self.write_json(self.broker.cancel_flow(self.principal.name, flow_id).public_dict())
+
 
 class CallbackHandler(BrokerAccess):
     """Where the IdP sends the browser back; the state says whose flow it is.
