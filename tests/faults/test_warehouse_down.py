@@ -68,14 +68,19 @@ def connections(warehouse_config: dict[str, Any]) -> dict[str, Any]:
     return {"lake": lake}
 
 
-async def test_warehouse_killed_mid_query(
-    warehouse, shell, jp_fetch, consent, broker, warehouse_config
-):
+async def first_query(shell: Any, jp_fetch: Any, consent: Any, broker: Any) -> Any:
+    """alice consents to ``lake`` and runs a first query; her stored token then."""
     answer = await api(jp_fetch, "connections", "lake", "token", method="POST")
     await consent(answer["authorize_url"], "alice")
     r = await shell.run("%%sql_connector lake\nSELECT 1 AS x")
     assert r.error_in_exec is None, r.error_in_exec
-    before = broker.store.get_token("alice", "lake")
+    return broker.store.get_token("alice", "lake")
+
+
+async def test_warehouse_killed_mid_query(
+    warehouse, shell, jp_fetch, consent, broker, warehouse_config
+):
+    before = await first_query(shell, jp_fetch, consent, broker)
 
     srv = warehouse[0]
     statements = srv.stats()["statements"]
@@ -126,11 +131,7 @@ async def test_warehouse_restarted_between_queries(
 ):
     """The warehouse dies and comes back while the kernel is idle: its driver session is
     gone, so the next query reconnects once by itself."""
-    answer = await api(jp_fetch, "connections", "lake", "token", method="POST")
-    await consent(answer["authorize_url"], "alice")
-    r = await shell.run("%%sql_connector lake\nSELECT 1 AS x")
-    assert r.error_in_exec is None, r.error_in_exec
-    before = broker.store.get_token("alice", "lake")
+    before = await first_query(shell, jp_fetch, consent, broker)
     srv = warehouse[0]
     assert srv._proc is not None
     os.kill(srv._proc.pid, signal.SIGKILL)
