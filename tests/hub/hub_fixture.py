@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx2
 from cryptography.fernet import Fernet
+from traitlets.config import Config
 
 from tests.idp_fixture import DEFAULT_CLIENT_SECRET, free_port
 
@@ -259,6 +260,27 @@ def service_hub(work: Path, crypt_key: str | None = None, **kw: Any) -> TestHub:
 def store_url(work: Path) -> str:
     """The service's token store: ``work/connauth.sqlite``."""
     return f"sqlite:///{work / 'connauth.sqlite'}"
+
+
+def replica_config(idp: Any, **connauth: Any) -> Config:
+    """The config of a service replica built in-process (no hub): ``idp``'s client (a
+    TestIdP) and one connection, ``sales``, whose tokens the tests look at (its warehouse
+    is never called); ``connauth``: more ConnAuth settings."""
+    cfg = Config()
+    cfg.ConnAuth.discovery_url = idp.discovery_url
+    cfg.ConnAuth.client_id = idp.client_id
+    cfg.ConnAuth.client_secret = idp.client_secret
+    cfg.ConnAuth.connections = {
+        "sales": {
+            "connector": "databricks",
+            "server_hostname": "h",
+            "http_path": "/p",
+            "scopes": "sql offline_access",
+        }
+    }
+    for name, value in connauth.items():
+        setattr(cfg.ConnAuth, name, value)
+    return cfg
 
 
 def configure_service(hub: TestHub, idp: Any, work: Path, **connauth: Any) -> None:
