@@ -74,6 +74,16 @@ async def sign_in_when_asked(
     raise AssertionError(f"no balloon; output was:\n{shell.text()}")
 
 
+async def run_signed_in(shell: Shell, cell: str, login: str = "alice") -> Any:
+    """Run ``cell``, sign in as ``login`` when its balloon asks (sign_in_when_asked),
+    and check the cell then ran without an error; its result."""
+    running = asyncio.ensure_future(shell.run(cell))
+    await sign_in_when_asked(shell, login)
+    result = await running
+    assert result.error_in_exec is None, result.error_in_exec
+    return result
+
+
 async def enter_device_code_when_asked(
     shell: Shell, login: str = "alice", *, deny: bool = False
 ) -> str:

@@ -5,11 +5,9 @@ server: pandas reads as the user, bound parameters, credentials() for the driver
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
-from tests.ipython_shell import sign_in_when_asked
+from tests.ipython_shell import run_signed_in
 from tests.test_stack_snowflake import (  # noqa: F401 - fixtures
     broker_key,
     connauth_config,
@@ -29,10 +27,7 @@ async def test_snowflake_engine_connect_and_credentials(shell, snowflake):  # no
         "df = pd.read_sql(sa.text('SELECT region, amount, owner FROM sales "
         "WHERE amount > :m ORDER BY amount'), eng, params={'m': 0})\n"
     )
-    running = asyncio.ensure_future(shell.run(code))
-    await sign_in_when_asked(shell, "alice")
-    result = await running
-    assert result.error_in_exec is None, result.error_in_exec
+    await run_signed_in(shell, code)
     df = shell.ip.user_ns["df"]
     assert len(df) == 3 and set(df["owner"]) == {"ALICE"}
     assert shell.ip.user_ns["eng"].dialect.name == "snowflake"

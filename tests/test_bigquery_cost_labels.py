@@ -5,13 +5,12 @@ a larger job fail before it runs, as BigQuery documents), and NUMERIC shown as w
 
 from __future__ import annotations
 
-import asyncio
 import decimal
 from typing import Any
 
 import pytest
 
-from tests.ipython_shell import sign_in_when_asked
+from tests.ipython_shell import run_signed_in
 from tests.test_stack_bigquery import BQ, BQ_SCOPE, PROJECT, bigquery, connections  # noqa: F401
 
 pytestmark = pytest.mark.timeout(180)
@@ -34,10 +33,7 @@ def bigquery_extra() -> dict[str, Any]:
 async def test_labels_dry_run_and_bytes_limit(shell, bigquery, monkeypatch, capsys):  # noqa: F811
     monkeypatch.setenv("JPY_SESSION_NAME", NOTEBOOK)  # jupyter_server sets it for kernels
     cell = "%%sql_connector bq -o df\nSELECT region, amount FROM demo.sales ORDER BY amount"
-    running = asyncio.ensure_future(shell.run(cell))
-    await sign_in_when_asked(shell, "alice")
-    result = await running
-    assert result.error_in_exec is None, result.error_in_exec
+    await run_signed_in(shell, cell)
     df = shell.ip.user_ns["df"]
     # NUMERIC: the value as written, not 100.000000000
     assert list(df["amount"]) == [decimal.Decimal("100"), decimal.Decimal("250.5")]
@@ -97,10 +93,7 @@ async def test_engine_and_credentials_for_bigquery(shell, bigquery):  # noqa: F8
         "who = set(seen)\n"
         "client.close(); eng.dispose()\n"
     )
-    running = asyncio.ensure_future(shell.run(code))
-    await sign_in_when_asked(shell, "alice")
-    result = await running
-    assert result.error_in_exec is None, result.error_in_exec
+    await run_signed_in(shell, code)
     ns = shell.ip.user_ns
     assert set(ns["df"]["owner"]) == {"alice@example.com"} and len(ns["df"]) == 2
     assert ns["eng"].dialect.name == "bigquery"

@@ -28,7 +28,7 @@ from jupyter_connauth.core.errors import (
     TooManyRows,
 )
 from tests.idp_fixture import TestIdP, free_port
-from tests.servers.bigquery.fixture import BigQueryServer
+from tests.servers.bigquery.fixture import BIG_COLUMNS, BigQueryServer
 from tests.tokens import user_token
 
 RESOURCE = "https://bigquery.local"
@@ -37,34 +37,18 @@ PROJECT = "test-project"
 ALICE = "alice@example.com"
 BOB = "bob@example.com"
 BIG_ROWS = 3000
-BIG_COLUMNS = [
-    "id",
-    "qty",
-    "price",
-    "ratio",
-    "name",
-    "category",
-    "created_at",
-    "updated_at",
-    "amount",
-    "active",
-]
 
 C = CONNECTOR
 
 
 @pytest.fixture(scope="module")
 def bq_idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestIdP]:
-    idp = TestIdP(
+    with TestIdP(
         workdir=tmp_path_factory.mktemp("idp"),
         resources={RESOURCE: {"audience": RESOURCE, "scopes": [BQ_SCOPE]}},
         access_token_ttl=3600,
-    )
-    idp.start()
-    try:
+    ) as idp:
         yield idp
-    finally:
-        idp.close()
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,7 @@ from jupyter_connauth.core.errors import (
 from tests.idp_fixture import TestIdP
 from tests.servers.databricks.fixture import DatabricksServer
 from tests.tokens import user_token
+from tests.warehouses import databricks_connection, trusting
 
 pytest.importorskip("databricks.sql")
 
@@ -62,32 +63,27 @@ FEDERATION_FIX = (
 
 @pytest.fixture(scope="module")
 def dbx_idp() -> Iterator[TestIdP]:
-    idp = TestIdP(
+    with TestIdP(
         resources={
             RESOURCE: {"audience": RESOURCE, "scopes": ["sql"]},
             OTHER_RESOURCE: {"audience": OTHER_RESOURCE, "scopes": ["other"]},
         },
         extra_scopes=["sql"],
-    )
-    idp.start()
-    try:
+    ) as idp:
         yield idp
-    finally:
-        idp.close()
 
 
 @pytest.fixture(scope="module")
 def server(dbx_idp: TestIdP) -> Iterator[DatabricksServer]:
-    config = {
-        "jwks_url": dbx_idp.discovery()["jwks_uri"],
-        "issuer": dbx_idp.issuer,
-        "audience": RESOURCE,
-        "users": USERS,
-        "sales_rows": SALES,
-        "seed_big_rows": BIG_ROWS,
-        "max_page_rows": PAGE_ROWS,
-        "cloudfetch": False,  # inline paging is tested here; CloudFetch in test_result_delivery
-    }
+    config = trusting(
+        dbx_idp,
+        RESOURCE,
+        users=USERS,
+        sales_rows=SALES,
+        seed_big_rows=BIG_ROWS,
+        max_page_rows=PAGE_ROWS,
+        cloudfetch=False,  # inline paging is tested here; CloudFetch in test_result_delivery
+    )
     with DatabricksServer(config) as srv:
         yield srv
 
@@ -101,12 +97,9 @@ def tokens(dbx_idp: TestIdP) -> dict[str, str]:
 
 
 def _info(srv: DatabricksServer, name: str = "sales", **overrides: Any) -> ConnectionInfo:
-    params = {"server_hostname": f"{srv.host}:{srv.port}", "http_path": srv.http_path}
-    options = {
-        "_connection_uri": f"https://{srv.host}:{srv.port}{srv.http_path}",
-        "_tls_trusted_ca_file": srv.ca_file,
-        "enable_telemetry": False,
-    }
+    connection = databricks_connection(srv)
+    params = {k: connection[k] for k in ("server_hostname", "http_path")}
+    options = connection["driver_options"]
     params.update(overrides.pop("params", {}))
     options.update(overrides.pop("driver_options", {}))
     return ConnectionInfo(name, "databricks", "oauth", params, options)

@@ -16,7 +16,6 @@ from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from jupyter_connauth.connectors import get_connector
@@ -35,7 +34,8 @@ from jupyter_connauth.core.errors import (
     WarehouseUnreachable,
 )
 from tests.idp_fixture import TestIdP, free_port
-from tests.servers.snowflake.fixture import SnowflakeServer
+from tests.servers.keys import new_key, public_pem
+from tests.servers.snowflake.fixture import USERS, SnowflakeServer, oauth_integrations
 from tests.tokens import user_token
 
 pytestmark = pytest.mark.timeout(180)
@@ -46,30 +46,10 @@ BROKER_AUDIENCE = "snowflake:connauth"
 BIG_ROWS = 3000
 IDP_SCOPES = "openid email session:role-any"
 
-USERS = {
-    "alice@example.com": {
-        "name": "ALICE",
-        "default_role": "ANALYST",
-        "roles": ["ANALYST", "REPORTER"],
-    },
-    "bob@example.com": {"name": "BOB", "default_role": "ANALYST", "roles": ["ANALYST"]},
-}
 SALES = {  # the server's default SALES rows per owner, by amount
     "ALICE": [("AMER", 75.0), ("EMEA", 120.5), ("APAC", 310.25)],
     "BOB": [("EMEA", 42.0), ("AMER", 999.99)],
 }
-
-
-def _new_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def _public_pem(key: rsa.RSAPrivateKey) -> str:
-    return (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
 
 
 def mint(
@@ -101,43 +81,32 @@ def mint(
 
 @pytest.fixture(scope="module")
 def sf_idp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestIdP]:
-    idp = TestIdP(
+    with TestIdP(
         workdir=tmp_path_factory.mktemp("sf-idp"),
         resources={SF_RESOURCE: {"audience": SF_RESOURCE, "scopes": ["session:role-any"]}},
         extra_scopes=["sql"],
         access_token_ttl=1800,
-    )
-    idp.start()
-    try:
+    ) as idp:
         yield idp
-    finally:
-        idp.close()
 
 
 @pytest.fixture(scope="module")
 def broker_key() -> rsa.RSAPrivateKey:
-    return _new_key()
+    return new_key()
 
 
 @pytest.fixture(scope="module")
 def sf(sf_idp: TestIdP, broker_key: rsa.RSAPrivateKey) -> Iterator[SnowflakeServer]:
     SnowflakeServer.ensure_env()
     config = {
-        "integrations": [
-            {
-                "name": "IDP_OAUTH",
-                "issuer": sf_idp.issuer,
-                "jwks_url": sf_idp.discovery()["jwks_uri"],
-                "audiences": [SF_RESOURCE],
-                "any_role_mode": "ENABLE",
-            },
-            {
-                "name": "JUPYTER_BROKER",
-                "issuer": JUPYTER_URL,
-                "public_keys": [_public_pem(broker_key)],
-                "audiences": [BROKER_AUDIENCE],
-            },
-        ],
+        "integrations": oauth_integrations(
+            idp_issuer=sf_idp.issuer,
+            jwks_url=sf_idp.discovery()["jwks_uri"],
+            idp_audience=SF_RESOURCE,
+            broker_issuer=JUPYTER_URL,
+            broker_public_pem=public_pem(broker_key),
+            broker_audience=BROKER_AUDIENCE,
+        ),
         "users": USERS,
         "seed_big_rows": BIG_ROWS,
     }
@@ -154,13 +123,7 @@ def info_for(sf: SnowflakeServer, auth: str = "oauth", role: str | None = None) 
         connector="snowflake",
         auth=auth,
         params=params,
-        driver_options={
-            "host": sf.host,
-            "port": sf.port,
-            "protocol": "http",
-            "login_timeout": 30,
-            "enable_server_session_keep_alive_auto_detection": False,
-        },
+        driver_options=sf.driver_options(),
     )
 
 
@@ -523,7 +486,7 @@ def info_for_dummy() -> ConnectionInfo:
 
 
 def test_forged_idp_token(sf: SnowflakeServer, sf_idp: TestIdP) -> None:
-    forged = mint(_new_key(), iss=sf_idp.issuer, aud=SF_RESOURCE, scp="session:role-any")
+    forged = mint(new_key(), iss=sf_idp.issuer, aud=SF_RESOURCE, scp="session:role-any")
     info = info_for(sf)
     exc = login_failure(sf, forged, info, "oauth")
     assert getattr(exc, "errno", None) == 390303
@@ -647,7 +610,7 @@ def test_jwt_mode(sf: SnowflakeServer, broker_key: rsa.RSAPrivateKey) -> None:
 @pytest.mark.parametrize("what", ["wrong-key", "wrong-issuer"])
 def test_jwt_mode_rejected(sf: SnowflakeServer, broker_key: rsa.RSAPrivateKey, what: str) -> None:
     token = (
-        mint(_new_key())
+        mint(new_key())
         if what == "wrong-key"
         else mint(broker_key, iss="http://127.0.0.1:8888/user/alice/")
     )

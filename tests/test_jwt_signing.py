@@ -26,7 +26,7 @@ from traitlets.config import Config
 from jupyter_connauth.core.errors import ConnAuthError
 from jupyter_connauth.kernel.local import LocalBrokerClient
 from tests.test_consent_flow import api
-from tests.test_passthrough_jwt import rsa_pem
+from tests.test_passthrough_jwt import rsa_pem, sf_jwt
 
 AUD = "https://acme.snowflakecomputing.com"
 OID = "6f1e2d3c-0000-4a5b-9c8d-00000000ca01"
@@ -39,16 +39,7 @@ def key(tmp_path: Path) -> tuple[Path, rsa.RSAPrivateKey]:
 
 @pytest.fixture
 def connections(key: tuple[Path, rsa.RSAPrivateKey]) -> dict[str, Any]:
-    return {
-        "sf": {
-            "connector": "snowflake",
-            "account": "acme",
-            "role": "ANALYST",
-            "auth": "oauth-jwt",
-            "jwt_audience": AUD,
-            "private_key_path": str(key[0]),
-        }
-    }
+    return {"sf": sf_jwt(key[0], AUD)}
 
 
 @pytest.fixture

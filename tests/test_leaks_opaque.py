@@ -15,6 +15,7 @@ import pytest
 from tests.idp_fixture import TestIdP
 from tests.ipython_shell import sign_in_when_asked
 from tests.servers.databricks.fixture import DatabricksServer
+from tests.warehouses import DBX, opaque_lake, trusting
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -27,34 +28,19 @@ def idp_config() -> dict[str, Any]:
 
 @pytest.fixture
 def warehouse(idp: TestIdP) -> Iterator[DatabricksServer]:
-    config = {
-        "jwks_url": idp.discovery()["jwks_uri"],
-        "issuer": idp.issuer,
-        "audience": "https://databricks.local",
-        "users": {"alice@example.com": {"name": "Alice"}},
-        "echo_rejected_token": True,  # quotes the token it refuses in its 401
-    }
+    config = trusting(
+        idp,
+        DBX,
+        users={"alice@example.com": {"name": "Alice"}},
+        echo_rejected_token=True,  # quotes the token it refuses in its 401
+    )
     with DatabricksServer(config) as srv:
         yield srv
 
 
 @pytest.fixture
 def connections(warehouse: DatabricksServer) -> dict[str, Any]:
-    at = f"{warehouse.host}:{warehouse.port}"
-    return {
-        "lake": {
-            "connector": "databricks",
-            "server_hostname": at,
-            "http_path": warehouse.http_path,
-            "scopes": "openid email offline_access",
-            "driver_options": {
-                "_connection_uri": f"https://{at}{warehouse.http_path}",
-                "_tls_trusted_ca_file": warehouse.ca_file,
-                "enable_telemetry": False,
-                "_retry_stop_after_attempts_count": 1,
-            },
-        }
-    }
+    return {"lake": opaque_lake(warehouse)}
 
 
 @pytest.fixture

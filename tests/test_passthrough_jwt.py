@@ -19,11 +19,13 @@ from jupyter_connauth.core.errors import ConfigError
 from tests.test_consent_flow import api
 
 DBX = "https://databricks.local"
+SF_AUD = "https://acme.snowflakecomputing.com"
 
 
-def rsa_pem(tmp_path: Path) -> tuple[Path, rsa.RSAPrivateKey]:
+def rsa_pem(tmp_path: Path, name: str = "snowflake_key.pem") -> tuple[Path, rsa.RSAPrivateKey]:
+    """A new RSA key, written to ``tmp_path/name`` as unencrypted PKCS#8 PEM."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    path = tmp_path / "snowflake_key.pem"
+    path = tmp_path / name
     path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -34,13 +36,26 @@ def rsa_pem(tmp_path: Path) -> tuple[Path, rsa.RSAPrivateKey]:
     return path, key
 
 
+def sf_jwt(key_path: Path, audience: str = SF_AUD) -> dict[str, Any]:
+    """The connection ``sf``: Snowflake account acme, role ANALYST, with JWTs the broker
+    signs with the key at ``key_path`` for ``audience``."""
+    return {
+        "connector": "snowflake",
+        "account": "acme",
+        "role": "ANALYST",
+        "auth": "oauth-jwt",
+        "jwt_audience": audience,
+        "private_key_path": str(key_path),
+    }
+
+
 def sf_spec(**extra: Any) -> Any:
     raw = {
         "connector": "snowflake",
         "account": "acme",
         "role": "ANALYST",
         "auth": "oauth-jwt",
-        "jwt_audience": "https://acme.snowflakecomputing.com",
+        "jwt_audience": SF_AUD,
         **extra,
     }
     return parse_connection("sf", raw, "oidc")
@@ -112,17 +127,7 @@ class TestJWTThroughTheBroker:
 
     @pytest.fixture
     def connections(self, tmp_path: Path) -> dict[str, Any]:
-        path, _key = rsa_pem(tmp_path)
-        return {
-            "sf": {
-                "connector": "snowflake",
-                "account": "acme",
-                "role": "ANALYST",
-                "auth": "oauth-jwt",
-                "jwt_audience": "https://acme.snowflakecomputing.com",
-                "private_key_path": str(path),
-            }
-        }
+        return {"sf": sf_jwt(rsa_pem(tmp_path)[0])}
 
     async def test_jwt_for_the_consented_email(self, jp_fetch, consent, server_url, connections):
         first = await api(jp_fetch, "connections", "sf", "token", method="POST")

@@ -28,18 +28,14 @@ def idp_config() -> dict[str, Any]:
 
 @pytest.fixture
 def google_idp(redirect_uri: str, tmp_path: Path) -> Iterator[TestIdP]:
-    idp = TestIdP(
+    with TestIdP(
         workdir=tmp_path / "google-idp",
         profile="google",
         access_token_ttl=TTL,
         resources={"https://bigquery.googleapis.com/": {"scopes": [BQ]}},
         clients=[{**default_client([redirect_uri]), "client_id": "google-app"}],
-    )
-    idp.start()
-    try:
+    ) as idp:
         yield idp
-    finally:
-        idp.close()
 
 
 @pytest.fixture

@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the fixtures imported from tests.warehouses are parameters
 """A statement outlives its token, and is never sent twice.
 
 The IdP issues 3-second access tokens; the local Databricks warehouse checks the bearer
@@ -11,16 +12,13 @@ retried."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.idp_fixture import TestIdP
-from tests.servers.databricks.fixture import DatabricksServer
 from tests.test_consent_flow import api
-from tests.test_sessions_kernel import authorize, lake
-from tests.test_stack_databricks import DBX, SALES, USERS
+from tests.test_sessions_kernel import authorize
+from tests.warehouses import DBX, connections, warehouse  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -31,24 +29,6 @@ SLOW = "SELECT max(md5(CAST(i AS VARCHAR))) AS m FROM range(60000000) t(i)"
 @pytest.fixture
 def idp_config() -> dict[str, Any]:
     return {"resources": {DBX: {"audience": DBX, "scopes": ["sql"]}}, "access_token_ttl": 3}
-
-
-@pytest.fixture
-def warehouse(idp: TestIdP) -> Iterator[DatabricksServer]:
-    config = {
-        "jwks_url": idp.discovery()["jwks_uri"],
-        "issuer": idp.issuer,
-        "audience": DBX,
-        "users": USERS,
-        "sales_rows": SALES,
-    }
-    with DatabricksServer(config) as srv:
-        yield srv
-
-
-@pytest.fixture
-def connections(warehouse: DatabricksServer) -> dict[str, Any]:
-    return {"lake": lake(warehouse)}
 
 
 async def test_long_statement_outlives_its_token(shell, jp_fetch, consent, warehouse, idp):

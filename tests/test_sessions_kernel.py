@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the fixtures imported from tests.warehouses are parameters
 """Revoke, re-authorize and scope edits reach a running kernel: every query asks the
 broker for the grant, and a driver session opened under another grant is closed.
 Driven through a real IPython shell, the real server, the real IdP and the local
@@ -5,57 +6,16 @@ Databricks warehouse (which counts sessions and statements)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.idp_fixture import TestIdP
-from tests.servers.databricks.fixture import DatabricksServer
 from tests.test_consent_flow import api
-from tests.test_stack_databricks import DBX, SALES, USERS
+from tests.warehouses import connections, idp_config, lake, warehouse  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.timeout(180)
 
 QUERY = "SELECT region, amount, owner FROM main.demo.sales"
-
-
-@pytest.fixture
-def idp_config() -> dict[str, Any]:
-    return {"resources": {DBX: {"audience": DBX, "scopes": ["sql"]}}}
-
-
-@pytest.fixture
-def warehouse(idp: TestIdP) -> Iterator[DatabricksServer]:
-    config = {
-        "jwks_url": idp.discovery()["jwks_uri"],
-        "issuer": idp.issuer,
-        "audience": DBX,
-        "users": USERS,
-        "sales_rows": SALES,
-    }
-    with DatabricksServer(config) as srv:
-        yield srv
-
-
-def lake(warehouse: DatabricksServer, scopes: str = "sql offline_access") -> dict[str, Any]:
-    return {
-        "connector": "databricks",
-        "server_hostname": f"{warehouse.host}:{warehouse.port}",
-        "http_path": warehouse.http_path,
-        "driver_options": {
-            "_connection_uri": f"https://{warehouse.host}:{warehouse.port}{warehouse.http_path}",
-            "_tls_trusted_ca_file": warehouse.ca_file,
-            "enable_telemetry": False,
-        },
-        "scopes": scopes,
-        "resource": DBX,
-    }
-
-
-@pytest.fixture
-def connections(warehouse: DatabricksServer) -> dict[str, Any]:
-    return {"lake": lake(warehouse)}
 
 
 async def authorize(

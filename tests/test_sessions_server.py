@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the fixtures imported from tests.warehouses are parameters
 """The server's own warehouse sessions (the sidebar's Test and browse), through the HTTP
 API of a real Jupyter server against the local Databricks warehouse: concurrent calls
 open one session, idle sessions are closed, and a revoke closes the user's session."""
@@ -6,16 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.idp_fixture import TestIdP
-from tests.servers.databricks.fixture import DatabricksServer
 from tests.test_consent_flow import api
-from tests.test_sessions_kernel import authorize, lake
-from tests.test_stack_databricks import DBX, SALES, USERS
+from tests.test_sessions_kernel import authorize
+from tests.warehouses import connections, idp_config, warehouse  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -23,31 +21,8 @@ IDLE = 2.0
 
 
 @pytest.fixture
-def idp_config() -> dict[str, Any]:
-    return {"resources": {DBX: {"audience": DBX, "scopes": ["sql"]}}}
-
-
-@pytest.fixture
 def connauth_config() -> dict[str, Any]:
     return {"warehouse_session_idle_timeout": IDLE}
-
-
-@pytest.fixture
-def warehouse(idp: TestIdP) -> Iterator[DatabricksServer]:
-    config = {
-        "jwks_url": idp.discovery()["jwks_uri"],
-        "issuer": idp.issuer,
-        "audience": DBX,
-        "users": USERS,
-        "sales_rows": SALES,
-    }
-    with DatabricksServer(config) as srv:
-        yield srv
-
-
-@pytest.fixture
-def connections(warehouse: DatabricksServer) -> dict[str, Any]:
-    return {"lake": lake(warehouse)}
 
 
 async def wait_for(check: Any, seconds: float) -> bool:

@@ -3,14 +3,13 @@ local BigQuery (bqemulator) that checks bearer tokens and applies a row access p
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.idp_fixture import TestIdP
-from tests.ipython_shell import sign_in_when_asked
+from tests.ipython_shell import run_signed_in
 from tests.servers.bigquery.fixture import BigQueryServer
 from tests.test_consent_flow import api
 
@@ -76,10 +75,7 @@ def connections(bigquery: BigQueryServer) -> dict[str, Any]:
 async def test_cell_waits_for_consent_then_shows_rows(shell, bigquery):
     shell.ip.user_ns["f"] = {"min": 0}
     cell = "%%sql_connector bq -o df --params {f}\nSELECT * FROM demo.sales WHERE amount > @min"
-    running = asyncio.ensure_future(shell.run(cell))
-    await sign_in_when_asked(shell, "alice")
-    result = await running
-    assert result.error_in_exec is None, result.error_in_exec
+    await run_signed_in(shell, cell)
     df = shell.ip.user_ns["df"]
     assert len(df) > 0 and set(df["owner"]) == {"alice@example.com"}
     r = await shell.run("%sql_connector whoami bq")

@@ -14,7 +14,7 @@ import pytest
 from tornado.httpclient import HTTPClientError
 
 from tests.idp_fixture import TestIdP
-from tests.ipython_shell import sign_in_when_asked
+from tests.ipython_shell import run_signed_in
 from tests.servers.bigquery.fixture import BigQueryServer
 from tests.servers.sts.fixture import STSServer, workforce_provider
 from tests.test_consent_flow import api
@@ -87,10 +87,7 @@ async def test_federated_query_as_each_user(
     shell, jp_fetch, broker, jp_serverapp, consent_as_other_user, sts, bigquery, idp
 ):
     cell = "%%sql_connector bq -o df\nSELECT owner, amount FROM demo.sales"
-    running = asyncio.ensure_future(shell.run(cell))
-    await sign_in_when_asked(shell, "alice")
-    result = await running
-    assert result.error_in_exec is None, result.error_in_exec
+    await run_signed_in(shell, cell)
     assert set(shell.ip.user_ns["df"]["owner"]) == {"alice@example.com"}
 
     # the broker asked STS as Google documents it, with the ID token as the subject

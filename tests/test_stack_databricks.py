@@ -1,60 +1,24 @@
+# ruff: noqa: F811 - the fixtures imported from tests.warehouses are parameters
 """The whole path for Databricks SQL: magics → broker → real IdP → the official driver
 → a local warehouse speaking the driver's Thrift protocol and checking tokens."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.idp_fixture import TestIdP
-from tests.ipython_shell import sign_in_when_asked
+from tests.ipython_shell import run_signed_in
 from tests.servers.databricks.fixture import DatabricksServer
 from tests.test_consent_flow import api
+from tests.warehouses import DBX, databricks_connection, idp_config, warehouse  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.timeout(180)
-
-DBX = "https://databricks.local"
-USERS = {"alice@example.com": {"name": "Alice"}, "bob@example.com": {"name": "Bob"}}
-SALES = [
-    ["EU", "120.50", "alice@example.com"],
-    ["US", "75.00", "alice@example.com"],
-    ["EU", "300.00", "bob@example.com"],
-]
-
-
-@pytest.fixture
-def idp_config() -> dict[str, Any]:
-    return {"resources": {DBX: {"audience": DBX, "scopes": ["sql"]}}}
-
-
-@pytest.fixture
-def warehouse(idp: TestIdP) -> Iterator[DatabricksServer]:
-    config = {
-        "jwks_url": idp.discovery()["jwks_uri"],
-        "issuer": idp.issuer,
-        "audience": DBX,
-        "users": USERS,
-        "sales_rows": SALES,
-    }
-    with DatabricksServer(config) as srv:
-        yield srv
 
 
 @pytest.fixture
 def connections(warehouse: DatabricksServer) -> dict[str, Any]:
-    base = {
-        "connector": "databricks",
-        "server_hostname": f"{warehouse.host}:{warehouse.port}",
-        "http_path": warehouse.http_path,
-        "driver_options": {
-            "_connection_uri": f"https://{warehouse.host}:{warehouse.port}{warehouse.http_path}",
-            "_tls_trusted_ca_file": warehouse.ca_file,
-            "enable_telemetry": False,
-        },
-    }
+    base = databricks_connection(warehouse)
     return {
         "lake": {**base, "scopes": "sql offline_access", "resource": DBX},
         "lake_tx": {**base, "auth": "token-exchange", "scopes": "sql", "resource": DBX},
@@ -64,10 +28,7 @@ def connections(warehouse: DatabricksServer) -> dict[str, Any]:
 
 async def test_cell_waits_for_consent_then_shows_rows(shell, warehouse):
     cell = "%%sql_connector lake -o df\nSELECT region, amount, owner FROM main.demo.sales"
-    running = asyncio.ensure_future(shell.run(cell))
-    await sign_in_when_asked(shell, "alice")
-    result = await running
-    assert result.error_in_exec is None, result.error_in_exec
+    await run_signed_in(shell, cell)
     df = shell.ip.user_ns["df"]
     assert set(df["owner"]) == {"alice@example.com"} and len(df) == 2
     sessions = warehouse.stats()["sessions_opened"]

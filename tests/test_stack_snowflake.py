@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.idp_fixture import TestIdP
-from tests.ipython_shell import sign_in_when_asked
-from tests.servers.snowflake.fixture import SnowflakeServer
+from tests.ipython_shell import run_signed_in
+from tests.servers.keys import public_pem
+from tests.servers.snowflake.fixture import SnowflakeServer, oauth_integrations
 from tests.test_consent_flow import api
+from tests.test_passthrough_jwt import rsa_pem
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -30,16 +31,7 @@ USERS = {
 
 @pytest.fixture(scope="module")
 def broker_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, rsa.RSAPrivateKey]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    path = tmp_path_factory.mktemp("keys") / "broker.pem"
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return path, key
+    return rsa_pem(tmp_path_factory.mktemp("keys"), "broker.pem")
 
 
 @pytest.fixture
@@ -54,30 +46,16 @@ def idp_config() -> dict[str, Any]:
 def snowflake(
     idp: TestIdP, server_url: str, broker_key: tuple[Path, rsa.RSAPrivateKey]
 ) -> Iterator[SnowflakeServer]:
-    public = (
-        broker_key[1]
-        .public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
+    integrations = oauth_integrations(
+        idp_issuer=idp.issuer,
+        jwks_url=idp.discovery()["jwks_uri"],
+        idp_audience=SF,
+        broker_issuer=server_url,
+        broker_public_pem=public_pem(broker_key[1]),
+        broker_audience=JWT_AUD,
+        names=("IDP", "JUPYTER"),
     )
-    config = {
-        "integrations": [
-            {
-                "name": "IDP",
-                "issuer": idp.issuer,
-                "jwks_url": idp.discovery()["jwks_uri"],
-                "audiences": [SF],
-                "any_role_mode": "ENABLE",
-            },
-            {
-                "name": "JUPYTER",
-                "issuer": server_url,
-                "public_keys": [public],
-                "audiences": [JWT_AUD],
-            },
-        ],
-        "users": USERS,
-    }
+    config = {"integrations": integrations, "users": USERS}
     with SnowflakeServer(config) as server:
         yield server
 
@@ -92,13 +70,7 @@ def connauth_config() -> dict[str, Any]:
 def connections(
     snowflake: SnowflakeServer, broker_key: tuple[Path, rsa.RSAPrivateKey]
 ) -> dict[str, Any]:
-    driver = {
-        "host": snowflake.host,
-        "port": snowflake.port,
-        "protocol": "http",
-        "login_timeout": 30,
-        "enable_server_session_keep_alive_auto_detection": False,
-    }
+    driver = snowflake.driver_options()
     base = {
         "connector": "snowflake",
         "account": "connauth",
@@ -125,10 +97,7 @@ def connections(
 
 async def test_cell_waits_for_consent_then_shows_rows(shell, snowflake, broker):
     cell = "%%sql_connector sales -o df\nSELECT region, amount, owner FROM sales ORDER BY amount"
-    running = asyncio.ensure_future(shell.run(cell))
-    await sign_in_when_asked(shell, "alice")
-    result = await running
-    assert result.error_in_exec is None, result.error_in_exec
+    await run_signed_in(shell, cell)
     df = shell.ip.user_ns["df"]
     assert set(df["OWNER"]) == {"ALICE"} and len(df) == 3
     assert shell.ip.user_ns["_"] is df

@@ -18,10 +18,10 @@ from tests.idp_fixture import TestIdP, free_port
 from tests.servers.databricks.dbx_tls import make_self_signed
 from tests.servers.databricks.fixture import DatabricksServer
 from tests.test_consent_flow import api
+from tests.warehouses import DBX, databricks_at, trusting
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
-DBX = "https://databricks.local"
 USERS = {"alice@example.com": {"name": "Alice"}}
 SALES = [["EU", "120.50", "alice@example.com"], ["EU", "300.00", "bob@example.com"]]
 LONG_QUERY = "SELECT count(*) AS n FROM range(100000000000) t(a) WHERE a % 7 = 3"
@@ -37,16 +37,15 @@ def warehouse_config(idp: TestIdP, tmp_path: Path) -> dict[str, Any]:
     """Fixed port and certificate, so a restarted warehouse is the same warehouse."""
     (tmp_path / "tls").mkdir()
     cert, key = make_self_signed(str(tmp_path / "tls"))
-    return {
-        "jwks_url": idp.discovery()["jwks_uri"],
-        "issuer": idp.issuer,
-        "audience": DBX,
-        "users": USERS,
-        "sales_rows": SALES,
-        "port": free_port(),
-        "tls_cert_file": cert,
-        "tls_key_file": key,
-    }
+    return trusting(
+        idp,
+        DBX,
+        users=USERS,
+        sales_rows=SALES,
+        port=free_port(),
+        tls_cert_file=cert,
+        tls_key_file=key,
+    )
 
 
 @pytest.fixture
@@ -63,30 +62,25 @@ def warehouse(warehouse_config: dict[str, Any]) -> Iterator[list[DatabricksServe
 @pytest.fixture
 def connections(warehouse_config: dict[str, Any]) -> dict[str, Any]:
     host = f"127.0.0.1:{warehouse_config['port']}"
-    return {
-        "lake": {
-            "connector": "databricks",
-            "server_hostname": host,
-            "http_path": "/sql/1.0/warehouses/abc",
-            "scopes": "sql offline_access",
-            "resource": DBX,
-            "driver_options": {
-                "_connection_uri": f"https://{host}/sql/1.0/warehouses/abc",
-                "_tls_trusted_ca_file": warehouse_config["tls_cert_file"],
-                "enable_telemetry": False,
-            },
-        }
-    }
+    lake = databricks_at(
+        host, warehouse_config["tls_cert_file"], scopes="sql offline_access", resource=DBX
+    )
+    return {"lake": lake}
+
+
+async def first_query(shell: Any, jp_fetch: Any, consent: Any, broker: Any) -> Any:
+    """alice consents to ``lake`` and runs a first query; her stored token then."""
+    answer = await api(jp_fetch, "connections", "lake", "token", method="POST")
+    await consent(answer["authorize_url"], "alice")
+    r = await shell.run("%%sql_connector lake\nSELECT 1 AS x")
+    assert r.error_in_exec is None, r.error_in_exec
+    return broker.store.get_token("alice", "lake")
 
 
 async def test_warehouse_killed_mid_query(
     warehouse, shell, jp_fetch, consent, broker, warehouse_config
 ):
-    answer = await api(jp_fetch, "connections", "lake", "token", method="POST")
-    await consent(answer["authorize_url"], "alice")
-    r = await shell.run("%%sql_connector lake\nSELECT 1 AS x")
-    assert r.error_in_exec is None, r.error_in_exec
-    before = broker.store.get_token("alice", "lake")
+    before = await first_query(shell, jp_fetch, consent, broker)
 
     srv = warehouse[0]
     statements = srv.stats()["statements"]
@@ -137,11 +131,7 @@ async def test_warehouse_restarted_between_queries(
 ):
     """The warehouse dies and comes back while the kernel is idle: its driver session is
     gone, so the next query reconnects once by itself."""
-    answer = await api(jp_fetch, "connections", "lake", "token", method="POST")
-    await consent(answer["authorize_url"], "alice")
-    r = await shell.run("%%sql_connector lake\nSELECT 1 AS x")
-    assert r.error_in_exec is None, r.error_in_exec
-    before = broker.store.get_token("alice", "lake")
+    before = await first_query(shell, jp_fetch, consent, broker)
     srv = warehouse[0]
     assert srv._proc is not None
     os.kill(srv._proc.pid, signal.SIGKILL)

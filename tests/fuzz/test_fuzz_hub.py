@@ -31,7 +31,14 @@ from tests.fuzz.engine import (
     run_schemathesis,
     seed_requests,
 )
-from tests.hub.hub_fixture import CHP, TestHub, hub_browser, service_config
+from tests.hub.hub_fixture import (
+    CHP,
+    TestHub,
+    configure_service,
+    hub_browser,
+    service_hub,
+    store_url,
+)
 from tests.idp_fixture import DEFAULT_CLIENT_SECRET, TestIdP, default_client, headless_login
 
 pytest.importorskip("schemathesis")
@@ -75,11 +82,7 @@ class FuzzHub:
 def fuzz_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzHub]:
     work = tmp_path_factory.mktemp("fuzzhub")
     crypt_key = Fernet.generate_key().decode()
-    secrets = {
-        "JUPYTERHUB_CRYPT_KEY": crypt_key,
-        "JUPYTER_CONNAUTH_CLIENT_SECRET": DEFAULT_CLIENT_SECRET,
-    }
-    hub = TestHub(work / "hub", service_config="", service_env=secrets)
+    hub = service_hub(work, crypt_key)
     idp = TestIdP(
         workdir=work / "idp",
         extra_scopes=["sql"],
@@ -87,23 +90,19 @@ def fuzz_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzHub]:
         clients=[default_client([hub.callback_url])],
     )
     idp.start()
-    store_url = f"sqlite:///{work / 'connauth.sqlite'}"
     try:
-        (hub.dir / "connauth_hub_config.py").write_text(
-            service_config(
-                discovery_url=idp.discovery_url,
-                client_id=idp.client_id,
-                public_url=hub.service_url,
-                connections={
-                    "sales": {**BASE, "scopes": "sql offline_access"},
-                    "finance": {**BASE, "scopes": "sql offline_access"},
-                },
-                _db_url=store_url,
-                _email_template="{username}@example.com",
-            )
+        configure_service(
+            hub,
+            idp,
+            work,
+            connections={
+                "sales": {**BASE, "scopes": "sql offline_access"},
+                "finance": {**BASE, "scopes": "sql offline_access"},
+            },
+            _email_template="{username}@example.com",
         )
         hub.start()
-        h = FuzzHub(hub, idp, store_url, crypt_key)
+        h = FuzzHub(hub, idp, store_url(work), crypt_key)
         for user in ("alice", "bob"):
             h.tokens[user] = hub.add_user(user)
         yield h

@@ -42,11 +42,11 @@ from tests.fuzz.engine import (
 from tests.idp_fixture import TestIdP
 from tests.servers.databricks.fixture import DatabricksServer
 from tests.test_consent_flow import api
+from tests.warehouses import DBX, databricks_connection, trusting
 
 pytest.importorskip("schemathesis")
 pytestmark = pytest.mark.timeout(1800 if FULL else 240)
 
-DBX = "https://databricks.local"
 TOTAL = budget(1_500, 10_000)
 
 
@@ -59,34 +59,21 @@ def idp_config() -> dict[str, Any]:
 
 @pytest.fixture
 def warehouse(idp: TestIdP) -> Iterator[DatabricksServer]:
-    config = {
-        "jwks_url": idp.discovery()["jwks_uri"],
-        "issuer": idp.issuer,
-        "audience": DBX,
-        "users": {"alice@example.com": {"name": "Alice"}},
-        "sales_rows": [["EU", "120.50", "alice@example.com"]],
-    }
-    with DatabricksServer(config) as srv:
+    users = {"alice@example.com": {"name": "Alice"}}
+    sales = [["EU", "120.50", "alice@example.com"]]
+    with DatabricksServer(trusting(idp, DBX, users=users, sales_rows=sales)) as srv:
         yield srv
 
 
 @pytest.fixture
 def connections(warehouse: DatabricksServer) -> dict[str, Any]:
-    at = f"{warehouse.host}:{warehouse.port}"
     return {
-        "lake": {
-            "connector": "databricks",
-            "server_hostname": at,
-            "http_path": warehouse.http_path,
-            "scopes": "sql offline_access",
-            "resource": DBX,
-            "driver_options": {
-                "_connection_uri": f"https://{at}{warehouse.http_path}",
-                "_tls_trusted_ca_file": warehouse.ca_file,
-                "enable_telemetry": False,
-                "_retry_stop_after_attempts_count": 1,
-            },
-        },
+        "lake": databricks_connection(
+            warehouse,
+            scopes="sql offline_access",
+            resource=DBX,
+            driver_options={"_retry_stop_after_attempts_count": 1},
+        ),
         "sales": {
             "connector": "databricks",
             "server_hostname": "127.0.0.1:9",

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+from cryptography.fernet import Fernet
+from traitlets.config import Config
 
-from tests.idp_fixture import free_port
+from tests.idp_fixture import DEFAULT_CLIENT_SECRET, free_port
 
 HERE = Path(__file__).resolve().parent
 CHP = HERE / "node_modules" / ".bin" / "configurable-http-proxy"
@@ -242,6 +244,56 @@ def service_config(**connauth: Any) -> str:
     lines = [f"c.ConnAuth.{k} = {v!r}" for k, v in connauth.items() if k[0] != "_"]
     lines += [f"c.ConnAuthHub.{k[1:]} = {v!r}" for k, v in connauth.items() if k[0] == "_"]
     return "\n".join(lines) + "\n"
+
+
+def service_hub(work: Path, crypt_key: str | None = None, **kw: Any) -> TestHub:
+    """A TestHub in ``work/hub``, not started and with no service config yet (the IdP
+    must know its callback URL first). The secrets (the crypt key, the IdP client
+    secret) reach the service's environment only: not the hub's, not user servers'."""
+    env = {
+        "JUPYTERHUB_CRYPT_KEY": crypt_key or Fernet.generate_key().decode(),
+        "JUPYTER_CONNAUTH_CLIENT_SECRET": DEFAULT_CLIENT_SECRET,
+    }
+    return TestHub(work / "hub", service_config="", service_env=env, **kw)
+
+
+def store_url(work: Path) -> str:
+    """The service's token store: ``work/connauth.sqlite``."""
+    return f"sqlite:///{work / 'connauth.sqlite'}"
+
+
+def replica_config(idp: Any, **connauth: Any) -> Config:
+    """The config of a service replica built in-process (no hub): ``idp``'s client (a
+    TestIdP) and one connection, ``sales``, whose tokens the tests look at (its warehouse
+    is never called); ``connauth``: more ConnAuth settings."""
+    cfg = Config()
+    cfg.ConnAuth.discovery_url = idp.discovery_url
+    cfg.ConnAuth.client_id = idp.client_id
+    cfg.ConnAuth.client_secret = idp.client_secret
+    cfg.ConnAuth.connections = {
+        "sales": {
+            "connector": "databricks",
+            "server_hostname": "h",
+            "http_path": "/p",
+            "scopes": "sql offline_access",
+        }
+    }
+    for name, value in connauth.items():
+        setattr(cfg.ConnAuth, name, value)
+    return cfg
+
+
+def configure_service(hub: TestHub, idp: Any, work: Path, **connauth: Any) -> None:
+    """Write ``hub``'s connauth service config: the client of ``idp`` (a TestIdP), the
+    token store in ``work`` (store_url); ``connauth``: the rest, as service_config."""
+    (hub.dir / "connauth_hub_config.py").write_text(
+        service_config(
+            discovery_url=idp.discovery_url,
+            client_id=idp.client_id,
+            public_url=hub.service_url,
+            **{"_db_url": store_url(work), **connauth},
+        )
+    )
 
 
 @contextlib.contextmanager

@@ -13,11 +13,16 @@ from typing import Any
 import httpx2
 import jwt as pyjwt
 import pytest
-from cryptography.fernet import Fernet
 
-from tests.hub.hub_fixture import CHP, TestHub, hub_browser, service_config, use_oauth_login
+from tests.hub.hub_fixture import (
+    CHP,
+    TestHub,
+    configure_service,
+    hub_browser,
+    service_hub,
+    use_oauth_login,
+)
 from tests.idp_fixture import (
-    DEFAULT_CLIENT_SECRET,
     TestIdP,
     default_client,
     headless_device,
@@ -25,6 +30,8 @@ from tests.idp_fixture import (
 )
 from tests.servers.databricks.fixture import DatabricksServer
 from tests.test_passthrough_jwt import rsa_pem
+from tests.warehouses import DBX, trusting
+from tests.warehouses import lake as warehouse_lake
 
 pytestmark = [
     pytest.mark.slow,
@@ -32,7 +39,6 @@ pytestmark = [
     pytest.mark.skipif(not CHP.exists(), reason="npm ci in tests/hub (configurable-http-proxy)"),
 ]
 
-DBX = "https://databricks.local"
 SF_AUD = "https://acme.snowflakecomputing.com"
 
 
@@ -40,19 +46,7 @@ def connections(key_path: Path, warehouse: DatabricksServer | None = None) -> di
     base = {"connector": "databricks", "server_hostname": "h", "http_path": "/p"}
     lake: dict[str, Any] = {}
     if warehouse is not None:  # a real local warehouse, for the sidebar's Test and browse
-        at = f"{warehouse.host}:{warehouse.port}"
-        lake["lake"] = {
-            "connector": "databricks",
-            "server_hostname": at,
-            "http_path": warehouse.http_path,
-            "scopes": "sql offline_access",
-            "resource": DBX,
-            "driver_options": {
-                "_connection_uri": f"https://{at}{warehouse.http_path}",
-                "_tls_trusted_ca_file": warehouse.ca_file,
-                "enable_telemetry": False,
-            },
-        }
+        lake["lake"] = warehouse_lake(warehouse)
     return {
         **lake,
         "sales": {**base, "scopes": "sql offline_access"},
@@ -117,14 +111,8 @@ class Hub:
 def dummy_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     work = tmp_path_factory.mktemp("hub")
     key_path, _key = rsa_pem(work)
-    hub_dir = work / "hub"
-    # The secrets reach the service's environment only (not the hub's, not user servers').
-    secrets = {
-        "JUPYTERHUB_CRYPT_KEY": Fernet.generate_key().decode(),
-        "JUPYTER_CONNAUTH_CLIENT_SECRET": DEFAULT_CLIENT_SECRET,
-    }
     # The IdP must know the callback URL: make the hub (and its ports) first.
-    hub = TestHub(hub_dir, service_config="", service_env=secrets)
+    hub = service_hub(work)
     idp = TestIdP(
         workdir=work / "idp",
         extra_scopes=["sql"],
@@ -133,26 +121,16 @@ def dummy_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         device_interval=1,
     )
     idp.start()
-    warehouse = DatabricksServer(
-        {
-            "jwks_url": idp.discovery()["jwks_uri"],
-            "issuer": idp.issuer,
-            "audience": DBX,
-            "users": {f"{u}@example.com": {"name": u} for u in ("alice", "bob")},
-        }
-    )
-    (hub_dir / "connauth_hub_config.py").write_text("")
+    users = {f"{u}@example.com": {"name": u} for u in ("alice", "bob")}
+    warehouse = DatabricksServer(trusting(idp, DBX, users=users))
     try:
         warehouse.start()
-        (hub_dir / "connauth_hub_config.py").write_text(
-            service_config(
-                discovery_url=idp.discovery_url,
-                client_id=idp.client_id,
-                public_url=hub.service_url,
-                connections=connections(key_path, warehouse),
-                _db_url=f"sqlite:///{work / 'connauth.sqlite'}",
-                _email_template="{username}@example.com",
-            )
+        configure_service(
+            hub,
+            idp,
+            work,
+            connections=connections(key_path, warehouse),
+            _email_template="{username}@example.com",
         )
         hub.start()
         h = Hub(hub, idp, key_path.read_bytes(), warehouse)
@@ -348,12 +326,7 @@ def test_tokens_survive_a_user_server_restart(dummy_hub: Hub) -> None:
 @pytest.fixture(scope="module")
 def oauth_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     work = tmp_path_factory.mktemp("oauthhub")
-    hub_dir = work / "hub"
-    secrets = {
-        "JUPYTERHUB_CRYPT_KEY": Fernet.generate_key().decode(),
-        "JUPYTER_CONNAUTH_CLIENT_SECRET": DEFAULT_CLIENT_SECRET,
-    }
-    hub = TestHub(hub_dir, service_config="", service_env=secrets, authenticator="generic-oauth")
+    hub = service_hub(work, authenticator="generic-oauth")
     login_callback = f"{hub.public_url}hub/oauth_callback"
     idp = TestIdP(
         workdir=work / "idp",
@@ -363,15 +336,7 @@ def oauth_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     )
     idp.start()
     use_oauth_login(hub, idp, ["openid", "email"])
-    (hub_dir / "connauth_hub_config.py").write_text(
-        service_config(
-            discovery_url=idp.discovery_url,
-            client_id=idp.client_id,
-            public_url=hub.service_url,
-            connections=connections(work / "no-key.pem"),
-            _db_url=f"sqlite:///{work / 'connauth.sqlite'}",
-        )
-    )
+    configure_service(hub, idp, work, connections=connections(work / "no-key.pem"))
     try:
         hub.start()
         yield Hub(hub, idp, b"")

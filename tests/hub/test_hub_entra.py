@@ -12,11 +12,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
-from cryptography.fernet import Fernet
 
-from tests.hub.hub_fixture import CHP, TestHub, service_config, use_oauth_login
+from tests.hub.hub_fixture import CHP, configure_service, service_hub, use_oauth_login
 from tests.hub.test_hub import Hub
-from tests.idp_fixture import DEFAULT_CLIENT_SECRET, TestIdP, default_client, headless_login
+from tests.idp_fixture import TestIdP, default_client, headless_login
 
 pytestmark = [
     pytest.mark.slow,
@@ -31,12 +30,7 @@ OBO = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 @pytest.fixture(scope="module")
 def entra_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Hub, httpx2.Client]]:
     work = tmp_path_factory.mktemp("entrahub")
-    hub_dir = work / "hub"
-    secrets = {
-        "JUPYTERHUB_CRYPT_KEY": Fernet.generate_key().decode(),
-        "JUPYTER_CONNAUTH_CLIENT_SECRET": DEFAULT_CLIENT_SECRET,
-    }
-    hub = TestHub(hub_dir, service_config="", service_env=secrets, authenticator="generic-oauth")
+    hub = service_hub(work, authenticator="generic-oauth")
     login_callback = f"{hub.public_url}hub/oauth_callback"
     idp = TestIdP(
         workdir=work / "idp",
@@ -48,15 +42,8 @@ def entra_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Hub, h
     # the hub login asks for this app's own API: its token is an OBO assertion
     use_oauth_login(hub, idp, ["openid", "email", f"api://{idp.client_id}/access_as_user"])
     obo = {"connector": "databricks", "server_hostname": "h", "http_path": "/p"}
-    (hub_dir / "connauth_hub_config.py").write_text(
-        service_config(
-            discovery_url=idp.discovery_url,
-            client_id=idp.client_id,
-            flavour="azure",
-            public_url=hub.service_url,
-            connections={"obo": {**obo, "auth": "on-behalf-of"}},
-            _db_url=f"sqlite:///{work / 'connauth.sqlite'}",
-        )
+    configure_service(
+        hub, idp, work, flavour="azure", connections={"obo": {**obo, "auth": "on-behalf-of"}}
     )
     browser = httpx2.Client(trust_env=False, timeout=30)
     try:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from cryptography.fernet import Fernet
 
-from tests.hub.hub_fixture import CHP, TestHub, hub_browser, service_config
-from tests.idp_fixture import DEFAULT_CLIENT_SECRET, TestIdP, default_client, headless_login
+from tests.hub.hub_fixture import CHP, TestHub, configure_service, hub_browser, service_hub
+from tests.idp_fixture import TestIdP, default_client, headless_login
 from tests.servers.databricks.fixture import DatabricksServer
+from tests.warehouses import DBX, opaque_lake, trusting
 
 pytestmark = [
     pytest.mark.slow,
@@ -24,11 +24,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestHub, TestIdP]]:
     work = tmp_path_factory.mktemp("hub-leaks")
-    secrets = {
-        "JUPYTERHUB_CRYPT_KEY": Fernet.generate_key().decode(),
-        "JUPYTER_CONNAUTH_CLIENT_SECRET": DEFAULT_CLIENT_SECRET,
-    }
-    hub = TestHub(work / "hub", service_config="", service_env=secrets)
+    hub = service_hub(work)
     # no default resource: the access tokens are opaque strings, as Okta's can be
     idp = TestIdP(
         workdir=work / "idp",
@@ -37,38 +33,17 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestHub, Tes
     )
     idp.start()
     warehouse = DatabricksServer(
-        {
-            "jwks_url": idp.discovery()["jwks_uri"],
-            "issuer": idp.issuer,
-            "audience": "https://databricks.local",
-            "users": {"alice@example.com": {"name": "alice"}},
-            "echo_rejected_token": True,  # quotes the token it refuses in its 401
-        }
+        trusting(
+            idp,
+            DBX,
+            users={"alice@example.com": {"name": "alice"}},
+            echo_rejected_token=True,  # quotes the token it refuses in its 401
+        )
     )
     try:
         warehouse.start()
-        at = f"{warehouse.host}:{warehouse.port}"
-        lake = {
-            "connector": "databricks",
-            "server_hostname": at,
-            "http_path": warehouse.http_path,
-            "scopes": "openid email offline_access",
-            "driver_options": {
-                "_connection_uri": f"https://{at}{warehouse.http_path}",
-                "_tls_trusted_ca_file": warehouse.ca_file,
-                "enable_telemetry": False,
-                "_retry_stop_after_attempts_count": 1,
-            },
-        }
-        (hub.dir / "connauth_hub_config.py").write_text(
-            service_config(
-                discovery_url=idp.discovery_url,
-                client_id=idp.client_id,
-                public_url=hub.service_url,
-                connections={"lake": lake},
-                _db_url=f"sqlite:///{work / 'connauth.sqlite'}",
-                _log_level="DEBUG",
-            )
+        configure_service(
+            hub, idp, work, connections={"lake": opaque_lake(warehouse)}, _log_level="DEBUG"
         )
         hub.start()
         yield hub, idp

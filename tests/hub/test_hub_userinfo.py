@@ -7,11 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from cryptography.fernet import Fernet
 
-from tests.hub.hub_fixture import CHP, TestHub, service_config
+from tests.hub.hub_fixture import CHP, configure_service, service_hub
 from tests.hub.test_hub import Hub
-from tests.idp_fixture import DEFAULT_CLIENT_SECRET, TestIdP, default_client, headless_login
+from tests.idp_fixture import TestIdP, default_client, headless_login
 
 pytestmark = [
     pytest.mark.slow,
@@ -23,12 +22,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def userinfo_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     work = tmp_path_factory.mktemp("uihub")
-    hub_dir = work / "hub"
-    secrets = {
-        "JUPYTERHUB_CRYPT_KEY": Fernet.generate_key().decode(),
-        "JUPYTER_CONNAUTH_CLIENT_SECRET": DEFAULT_CLIENT_SECRET,
-    }
-    hub = TestHub(hub_dir, service_config="", service_env=secrets)
+    hub = service_hub(work)
     # No default resource: access tokens are opaque UserInfo tokens, and oidc-provider
     # (conformIdTokenClaims) then puts the email scope's claims in UserInfo only.
     idp = TestIdP(
@@ -36,15 +30,12 @@ def userinfo_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     )
     idp.start()
     plain = {"connector": "databricks", "server_hostname": "h", "http_path": "/p"}
-    (hub_dir / "connauth_hub_config.py").write_text(
-        service_config(
-            discovery_url=idp.discovery_url,
-            client_id=idp.client_id,
-            public_url=hub.service_url,
-            connections={"plain": {**plain, "scopes": "offline_access"}},
-            _db_url=f"sqlite:///{work / 'connauth.sqlite'}",
-            _email_template="{username}@example.com",
-        )
+    configure_service(
+        hub,
+        idp,
+        work,
+        connections={"plain": {**plain, "scopes": "offline_access"}},
+        _email_template="{username}@example.com",
     )
     try:
         hub.start()

@@ -23,7 +23,7 @@ from jupyter_connauth.core.errors import ConnAuthError
 from jupyter_connauth.hub.app import warehouse_token_source
 from jupyter_connauth.hub.broker import HubBroker
 from jupyter_connauth.hub.identity import HubIdentity
-from tests.test_passthrough_jwt import rsa_pem
+from tests.test_passthrough_jwt import rsa_pem, sf_jwt
 
 AUD = "https://acme.snowflakecomputing.com"
 REDIRECT = "https://hub.example.com/services/connauth/oauth/connector/callback"
@@ -82,16 +82,7 @@ async def test_test_and_browse_use_the_hubs_identity(
     cfg = Config()
     cfg.ConnAuth.discovery_url = "http://127.0.0.1:9/.well-known/openid-configuration"
     cfg.ConnAuth.client_id = "hub"
-    cfg.ConnAuth.connections = {
-        "sf": {
-            "connector": "snowflake",
-            "account": "acme",
-            "role": "ANALYST",
-            "auth": "oauth-jwt",
-            "jwt_audience": AUD,
-            "private_key_path": str(key_path),
-        }
-    }
+    cfg.ConnAuth.connections = {"sf": sf_jwt(key_path, AUD)}
     crypt = CryptKeeper([Fernet.generate_key()])
     store = open_store(f"sqlite:///{tmp_path / 's.sqlite'}", crypt)
     broker = HubBroker(ConnAuth(config=cfg), store, redirect_uri=REDIRECT)

@@ -16,13 +16,13 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from cryptography.fernet import Fernet
-from traitlets.config import Config
 
 from jupyter_connauth.broker.broker import Broker, TokenGrant
 from jupyter_connauth.broker.config import ConnAuth
 from jupyter_connauth.broker.flows import FlowStart
 from jupyter_connauth.broker.store import open_store
 from jupyter_connauth.core.crypto import CryptKeeper
+from tests.hub.hub_fixture import replica_config
 from tests.hub.pg import pg_bin, running_postgres
 from tests.idp_fixture import TestIdP, default_client, headless_login
 
@@ -55,18 +55,7 @@ def storm_idp(tmp_path: Path) -> Iterator[TestIdP]:
 
 
 def replica(idp: TestIdP, url: str, key: bytes) -> Broker:
-    cfg = Config()
-    cfg.ConnAuth.discovery_url = idp.discovery_url
-    cfg.ConnAuth.client_id = idp.client_id
-    cfg.ConnAuth.client_secret = idp.client_secret
-    cfg.ConnAuth.connections = {
-        "sales": {
-            "connector": "databricks",
-            "server_hostname": "h",
-            "http_path": "/p",
-            "scopes": "sql offline_access",
-        }
-    }
+    cfg = replica_config(idp)
     return Broker(ConnAuth(config=cfg), open_store(url, CryptKeeper([key])), redirect_uri=REDIRECT)
 
 

@@ -13,7 +13,6 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from cryptography.fernet import Fernet
-from traitlets.config import Config
 
 from jupyter_connauth.broker.broker import TokenGrant
 from jupyter_connauth.broker.config import ConnAuth
@@ -21,6 +20,7 @@ from jupyter_connauth.broker.flows import FlowStart
 from jupyter_connauth.broker.store import SQLTokenStore
 from jupyter_connauth.core.crypto import CryptKeeper
 from jupyter_connauth.hub.broker import HubBroker
+from tests.hub.hub_fixture import replica_config
 from tests.idp_fixture import TestIdP, default_client, headless_login
 
 REDIRECT = "https://hub.example.com/services/connauth/oauth/connector/callback"
@@ -49,20 +49,8 @@ def replica_db(new_pg_database: Callable[[], str]) -> str:
 @asynccontextmanager
 async def two_replicas(replica_idp: TestIdP, url: str) -> AsyncIterator[list[HubBroker]]:
     key = Fernet.generate_key()
-    cfg = Config()
-    cfg.ConnAuth.discovery_url = replica_idp.discovery_url
-    cfg.ConnAuth.client_id = replica_idp.client_id
-    cfg.ConnAuth.client_secret = replica_idp.client_secret
-    cfg.ConnAuth.refresh_leeway = LEEWAY
-    cfg.ConnAuth.refresh_leeway_fraction = 1.0  # due LEEWAY s before expiry, whatever the TTL
-    cfg.ConnAuth.connections = {
-        "sales": {
-            "connector": "databricks",
-            "server_hostname": "h",
-            "http_path": "/p",
-            "scopes": "sql offline_access",
-        }
-    }
+    # refresh due LEEWAY s before expiry, whatever the TTL
+    cfg = replica_config(replica_idp, refresh_leeway=LEEWAY, refresh_leeway_fraction=1.0)
     brokers = [
         HubBroker(
             ConnAuth(config=cfg), SQLTokenStore(url, CryptKeeper([key])), redirect_uri=REDIRECT

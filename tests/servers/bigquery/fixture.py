@@ -16,7 +16,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,22 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from ..process import LocalServer, end_process, spawn_server, wait_ready
+
+#: The columns of the table ``seed_big_rows`` creates (README.md: config), in order.
+BIG_COLUMNS = [
+    "id",
+    "qty",
+    "price",
+    "ratio",
+    "name",
+    "category",
+    "created_at",
+    "updated_at",
+    "amount",
+    "active",
+]
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
@@ -51,10 +66,8 @@ def ensure_env(env_dir: Path | None = None) -> Path:
     return env_python(env_dir)
 
 
-class BigQueryServer:
+class BigQueryServer(LocalServer):
     """A bqemulator-backed BigQuery REST (+ gRPC Storage API) server with OAuth checks."""
-
-    __test__ = False  # not a pytest test class
 
     def __init__(
         self,
@@ -87,46 +100,18 @@ class BigQueryServer:
         cfg.setdefault("host", "127.0.0.1")
         cfg.setdefault("port", 0)
         cfg.setdefault("grpc_port", 0)
-        cfg_path = tmp / "config.json"
-        cfg_path.write_text(json.dumps(cfg), encoding="utf-8")
-        self.log_path = tmp / "server.log"
         t0 = time.perf_counter()
-        with open(self.log_path, "wb") as log:
-            self._proc = subprocess.Popen(
-                [
-                    str(python),
-                    "-W",
-                    "ignore",
-                    str(SERVER_PY),
-                    "--config",
-                    str(cfg_path),
-                    "--parent-pid",
-                    str(os.getpid()),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=str(tmp),
+        self._proc, self.log_path = spawn_server(
+            [str(python), "-W", "ignore"], SERVER_PY, cfg, tmp, cwd=str(tmp)
+        )
+        try:
+            ports = wait_ready(
+                self._proc, self.log_path, self.startup_timeout, "BigQuery test server"
             )
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-            for line in text.splitlines():
-                if line.startswith("GRPC "):
-                    self.grpc_port = int(line.split()[1])
-                if line.startswith("READY "):
-                    self.port = int(line.split()[1])
-            if self.port is not None:
-                break
-            if self._proc.poll() is not None:
-                self._cleanup()
-                raise RuntimeError(f"BigQuery test server exited at start:\n{text[-4000:]}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(
-                    f"BigQuery test server not ready in {self.startup_timeout}s:\n{text[-4000:]}"
-                )
-            time.sleep(0.05)
+        except RuntimeError:
+            self.stop()
+            raise
+        self.port, self.grpc_port = ports["READY"], ports.get("GRPC")
         self.start_seconds = time.perf_counter() - t0
         atexit.register(self.stop)
         return self
@@ -134,13 +119,7 @@ class BigQueryServer:
     def stop(self) -> None:
         atexit.unregister(self.stop)
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        end_process(proc, timeout=15)
         self._cleanup()
 
     def _cleanup(self) -> None:
@@ -149,19 +128,7 @@ class BigQueryServer:
             self._tmp.cleanup()
             self._tmp = None
 
-    def __enter__(self) -> BigQueryServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # -- access -----------------------------------------------------------
-
-    @property
-    def endpoint(self) -> str:
-        if self.port is None:
-            raise RuntimeError("server not started")
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def grpc_endpoint(self) -> str:

@@ -7,12 +7,10 @@ thread and tokens are minted with PyJWT.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import google.auth.credentials
@@ -24,7 +22,8 @@ from google.api_core import exceptions as gexc
 from google.auth.exceptions import RefreshError
 from google.cloud import bigquery
 
-from .fixture import BigQueryServer
+from ..keys import JwksServer, new_key, rsa_jwk
+from .fixture import BIG_COLUMNS, BigQueryServer
 
 AUDIENCE = "https://bigquery.test.local"
 PROJECT = "test-project"
@@ -50,31 +49,11 @@ class FakeIdP:
     """RSA key + JWKS endpoint + token minting."""
 
     def __init__(self) -> None:
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.key = new_key()
         self.kid = uuid.uuid4().hex[:8]
-        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
-        jwk.update(kid=self.kid, use="sig", alg="RS256")
-        body = json.dumps({"keys": [jwk]}).encode()
-        self.jwks_hits = 0
-        idp = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                idp.jwks_hits += 1
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-        self.issuer = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.jwks_url = f"{self.issuer}/.well-known/jwks.json"
+        self.jwks = JwksServer([rsa_jwk(self.key, self.kid)], "/.well-known/jwks.json").start()
+        self.issuer = self.jwks.base_url
+        self.jwks_url = self.jwks.url
 
     def mint(
         self,
@@ -100,9 +79,12 @@ class FakeIdP:
             claims, key or self.key, algorithm="RS256", headers={"kid": kid or self.kid}
         )
 
+    @property
+    def jwks_hits(self) -> int:
+        return self.jwks.hits
+
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.jwks.close()
 
 
 class RefreshingCredentials(google.auth.credentials.Credentials):
@@ -345,18 +327,7 @@ def test_big_table_to_arrow(server: BigQueryServer, idp: FakeIdP) -> None:
     elapsed = time.perf_counter() - t0
     print(f"\nto_arrow {table.num_rows} rows in {elapsed:.2f}s")
     assert table.num_rows == BIG_ROWS
-    assert table.column_names == [
-        "id",
-        "qty",
-        "price",
-        "ratio",
-        "name",
-        "category",
-        "created_at",
-        "updated_at",
-        "amount",
-        "active",
-    ]
+    assert table.column_names == BIG_COLUMNS
     assert table.column("name").null_count == BIG_ROWS // 5
     assert str(table.schema.field("amount").type).startswith("decimal128")
     assert str(table.schema.field("created_at").type) == "timestamp[us, tz=UTC]"

@@ -21,12 +21,13 @@ import time
 import urllib.request
 from typing import Any
 
+from ..process import LocalServer, end_process
 from .dbx_tls import make_self_signed
 
 SERVER_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "server.py")
 
 
-class DatabricksServer:
+class DatabricksServer(LocalServer):
     """A running local warehouse with a fresh self-signed certificate.
 
     The port speaks HTTPS and plain HTTP. ``tls=True`` (default): the driver's Thrift
@@ -112,24 +113,10 @@ class DatabricksServer:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-            if proc.stdout is not None:
-                proc.stdout.close()
+        end_process(proc)
         if self._dir:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
-
-    def __enter__(self) -> DatabricksServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def log_text(self) -> str:
         try:

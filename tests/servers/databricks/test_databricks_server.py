@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import datetime
 import decimal
-import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import jwt
@@ -19,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 sql = pytest.importorskip("databricks.sql")
 from databricks.sql import exc  # noqa: E402
 
+from ..keys import JwksServer, new_key, rsa_jwk  # noqa: E402
 from .fixture import DatabricksServer  # noqa: E402
 
 ISSUER = "https://idp.connauth.test/realms/demo"
@@ -31,26 +30,9 @@ class _Idp:
     """An RSA key, a JWKS served from a local HTTP thread, and a token minter."""
 
     def __init__(self) -> None:
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
-        jwk.update(kid="key-1", use="sig", alg="RS256")
-        body = json.dumps({"keys": [jwk]}).encode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = HTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-        self.jwks_url = f"http://127.0.0.1:{self.httpd.server_port}/jwks"
+        self.key = new_key()
+        self.jwks = JwksServer([rsa_jwk(self.key, "key-1")], "/jwks").start()
+        self.jwks_url = self.jwks.url
 
     def token(self, email: str, key: Any = None, kid: str = "key-1", **claims: Any) -> str:
         now = int(time.time())
@@ -66,9 +48,7 @@ class _Idp:
         return jwt.encode(payload, key or self.key, algorithm="RS256", headers={"kid": kid})
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
+        self.jwks.close()
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,48 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+#: Users for tests (config ``users``): alice may take the roles ANALYST and REPORTER,
+#: bob ANALYST only.
+USERS = {
+    "alice@example.com": {
+        "name": "ALICE",
+        "default_role": "ANALYST",
+        "roles": ["ANALYST", "REPORTER"],
+    },
+    "bob@example.com": {"name": "BOB", "default_role": "ANALYST", "roles": ["ANALYST"]},
+}
+
+
+def oauth_integrations(
+    *,
+    idp_issuer: str,
+    jwks_url: str,
+    idp_audience: str,
+    broker_issuer: str,
+    broker_public_pem: str,
+    broker_audience: str,
+    names: tuple[str, str] = ("IDP_OAUTH", "JUPYTER_BROKER"),
+    **idp_options: Any,
+) -> list[dict[str, Any]]:
+    """Config ``integrations``: External OAuth trusting the IdP's JWKS (any role the
+    token's scope names), and OAuth JWT trusting the broker's public key."""
+    idp = {
+        "name": names[0],
+        "issuer": idp_issuer,
+        "jwks_url": jwks_url,
+        "audiences": [idp_audience],
+        "any_role_mode": "ENABLE",
+        **idp_options,
+    }
+    broker = {
+        "name": names[1],
+        "issuer": broker_issuer,
+        "public_keys": [broker_public_pem],
+        "audiences": [broker_audience],
+    }
+    return [idp, broker]
+
+
 HERE = Path(__file__).resolve().parent
 SERVER_SCRIPT = HERE / "server.py"
 
@@ -192,6 +234,16 @@ class SnowflakeServer:
         return getattr(self, "_keep_log", "")
 
     # ---- client side helpers
+
+    def driver_options(self) -> dict[str, Any]:
+        """A connection's ``driver_options`` reaching this server (plain HTTP)."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "protocol": "http",
+            "login_timeout": 30,
+            "enable_server_session_keep_alive_auto_detection": False,
+        }
 
     def connect_kwargs(self, token: str, role: str | None = None, **extra: Any) -> dict[str, Any]:
         """Keyword arguments for ``snowflake.connector.connect(...)`` with an OAuth access token."""

@@ -6,22 +6,19 @@ OAuth with a JWKS URL) and a "Jupyter broker" whose PEM public key is in the con
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
 import pytest
 import snowflake.connector
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from snowflake.connector.errors import DatabaseError, ProgrammingError
 
-from .fixture import SnowflakeServer
+from ..keys import JwksServer, new_key, public_pem, rsa_jwk
+from .fixture import USERS, SnowflakeServer, oauth_integrations
 
 IDP_ISSUER = "https://idp.example.test/realms/connauth"
 IDP_AUDIENCE = "https://connauth.snowflakecomputing.com"
@@ -29,38 +26,16 @@ JUPYTER_URL = "http://127.0.0.1:8888/"
 BROKER_AUDIENCE = "snowflake:connauth"
 BIG_ROWS = 100_000
 
-USERS = {
-    "alice@example.com": {
-        "name": "ALICE",
-        "default_role": "ANALYST",
-        "roles": ["ANALYST", "REPORTER"],
-    },
-    "bob@example.com": {"name": "BOB", "default_role": "ANALYST", "roles": ["ANALYST"]},
-}
-
-
-def _new_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def _public_pem(key: rsa.RSAPrivateKey) -> str:
-    return (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-
 
 class Issuer:
     """Mints RS256 JWTs like an IdP or the Jupyter broker would."""
 
     def __init__(self, issuer: str, audience: str, kid: str | None = None) -> None:
         self.issuer, self.audience, self.kid = issuer, audience, kid
-        self.key = _new_key()
+        self.key = new_key()
 
     def jwk(self) -> dict[str, Any]:
-        d = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
-        return {**d, "kid": self.kid, "use": "sig", "alg": "RS256"}
+        return rsa_jwk(self.key, self.kid)
 
     def token(
         self,
@@ -90,40 +65,6 @@ class Issuer:
         return jwt.encode(claims, key or self.key, algorithm="RS256", headers=headers)
 
 
-class JwksServer:
-    """Serves {"keys": [...]} at /jwks.json from a thread."""
-
-    def __init__(self, keys: list[dict[str, Any]]) -> None:
-        body = json.dumps({"keys": keys}).encode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path != "/jwks.json":
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/jwks.json"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="jwks", daemon=True)
-
-    def __enter__(self) -> JwksServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
-
-
 # -------------------- fixtures
 
 
@@ -147,22 +88,15 @@ def jwks(idp: Issuer) -> Iterator[JwksServer]:
 def sf(idp: Issuer, broker: Issuer, jwks: JwksServer) -> Iterator[SnowflakeServer]:
     SnowflakeServer.ensure_env()  # first run builds the env (~30 s); not part of start time
     config = {
-        "integrations": [
-            {
-                "name": "IDP_OAUTH",
-                "jwks_url": jwks.url,
-                "issuer": IDP_ISSUER,
-                "audiences": [IDP_AUDIENCE],
-                "user_mapping_claim": "email",
-                "any_role_mode": "ENABLE",
-            },
-            {
-                "name": "JUPYTER_BROKER",
-                "public_keys": [_public_pem(broker.key)],
-                "issuer": JUPYTER_URL,
-                "audiences": [BROKER_AUDIENCE],
-            },
-        ],
+        "integrations": oauth_integrations(
+            idp_issuer=IDP_ISSUER,
+            jwks_url=jwks.url,
+            idp_audience=IDP_AUDIENCE,
+            broker_issuer=JUPYTER_URL,
+            broker_public_pem=public_pem(broker.key),
+            broker_audience=BROKER_AUDIENCE,
+            user_mapping_claim="email",
+        ),
         "users": USERS,
         "seed_big_rows": BIG_ROWS,
     }
@@ -317,7 +251,7 @@ def test_wrong_key_is_invalid_token(
     request: pytest.FixtureRequest, sf: SnowflakeServer, mode: str
 ) -> None:
     issuer: Issuer = request.getfixturevalue(mode)
-    assert_error(login_error(sf, issuer.token(key=_new_key())), INVALID)
+    assert_error(login_error(sf, issuer.token(key=new_key())), INVALID)
 
 
 def test_unknown_kid_is_invalid_token(sf: SnowflakeServer, idp: Issuer) -> None:
@@ -427,7 +361,7 @@ def test_second_query_opens_no_new_session(sf: SnowflakeServer, broker: Issuer) 
 
 def test_rejected_logins_are_not_counted_as_logins(sf: SnowflakeServer, broker: Issuer) -> None:
     before = sf.stats()
-    login_error(sf, broker.token(key=_new_key()))
+    login_error(sf, broker.token(key=new_key()))
     after = sf.stats()
     assert after["logins"] == before["logins"]
     assert after["failed_logins"] == before["failed_logins"] + 1
@@ -493,7 +427,7 @@ def test_null_and_pre_epoch_timestamps(sf: SnowflakeServer, broker: Issuer) -> N
 def test_flat_config_single_integration(broker: Issuer) -> None:
     """The top-level config form (one integration), as a broker-only deployment would use it."""
     config = {
-        "public_keys": _public_pem(broker.key),
+        "public_keys": public_pem(broker.key),
         "issuer": JUPYTER_URL,
         "audiences": [BROKER_AUDIENCE],
         "users": {"carol@example.com": {"name": "CAROL", "default_role": "ANALYST"}},
@@ -528,7 +462,7 @@ def test_session_outlives_its_token_until_idle(broker: Issuer) -> None:
     config = {
         "issuer": JUPYTER_URL,
         "audiences": [BROKER_AUDIENCE],
-        "public_keys": [_public_pem(broker.key)],
+        "public_keys": [public_pem(broker.key)],
         "users": USERS,
         "session_validity": 1,
         "master_validity": 3,

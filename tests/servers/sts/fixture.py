@@ -9,15 +9,14 @@ sts.stats(), sts.reset_stats(), sts.set_provider(PROVIDER, {...}), sts.stop()
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from ..process import LocalServer, end_process, spawn_server, wait_ready
 
 SERVER_PY = Path(__file__).resolve().parent / "server.py"
 
@@ -27,9 +26,7 @@ def workforce_provider(pool: str = "connauth-pool", provider: str = "test-idp") 
     return f"//iam.googleapis.com/locations/global/workforcePools/{pool}/providers/{provider}"
 
 
-class STSServer:
-    __test__ = False
-
+class STSServer(LocalServer):
     def __init__(self, config: dict[str, Any], *, startup_timeout: float = 30.0) -> None:
         self.config = dict(config)
         self.startup_timeout = startup_timeout
@@ -43,58 +40,21 @@ class STSServer:
             return self
         self._tmp = tempfile.TemporaryDirectory(prefix="sts-test-server-")
         tmp = Path(self._tmp.name)
-        cfg_path = tmp / "config.json"
-        cfg_path.write_text(json.dumps(self.config), encoding="utf-8")
-        self.log_path = tmp / "server.log"
-        with open(self.log_path, "wb") as log:
-            self._proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(SERVER_PY),
-                    "--config",
-                    str(cfg_path),
-                    "--parent-pid",
-                    str(os.getpid()),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        deadline = time.monotonic() + self.startup_timeout
-        while self.port is None:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-            for line in text.splitlines():
-                if line.startswith("READY "):
-                    self.port = int(line.split()[1])
-            if self.port is None and self._proc.poll() is not None:
-                self.stop()
-                raise RuntimeError(f"STS test server exited at start:\n{text[-4000:]}")
-            if self.port is None and time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"STS test server not ready:\n{text[-4000:]}")
-            time.sleep(0.05)
+        self._proc, self.log_path = spawn_server([sys.executable], SERVER_PY, self.config, tmp)
+        try:
+            ports = wait_ready(self._proc, self.log_path, self.startup_timeout, "STS test server")
+        except RuntimeError:
+            self.stop()
+            raise
+        self.port = ports["READY"]
         return self
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=10)
+        end_process(proc)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
-
-    def __enter__(self) -> STSServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def endpoint(self) -> str:
-        if self.port is None:
-            raise RuntimeError("STS server not started")
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def token_url(self) -> str:
