@@ -5,6 +5,7 @@
 
 import { Notification } from '@jupyterlab/apputils';
 
+import { ConsentChain } from './chain';
 import { errorText } from './format';
 import { closePopup, navigatePopup, openPopup } from './popup';
 import { ConnectionsModel } from './state';
@@ -16,8 +17,12 @@ const PASS_THROUGH = new Set(['on-behalf-of', 'token-exchange']);
 export class Controller {
   /** The open "needs consent" notification per connection. */
   private consentNotes = new Map<string, string>();
+  readonly chain: ConsentChain;
 
   constructor(readonly model: ConnectionsModel) {
+    this.chain = new ConsentChain(model, (name, url) =>
+      this.notifyConsent(name, url, '"Authorize all" stopped when its sign-in window closed.')
+    );
     model.flowFinished.connect(() => this.dismissFinished());
     model.onTreeConsent = (name, answer, node) => this.consentWhileBrowsing(name, answer, node);
   }
@@ -40,6 +45,27 @@ export class Controller {
     if (!navigatePopup(popup, url)) {
       this.notifyConsent(name, url, 'The browser blocked the sign-in window.');
     }
+  }
+
+  /** The connections "Authorize all" asks consent for. */
+  needingConsent(): string[] {
+    return this.model.connections.filter(c => this.needsPopup(c.name)).map(c => c.name);
+  }
+
+  /** Authorize all: one popup (opened within the click) for every sign-in in turn. */
+  async authorizeAll(): Promise<void> {
+    const names = this.needingConsent();
+    if (this.chain.running || !names.length) {
+      return;
+    }
+    const popup = openPopup();
+    await this.chain.run(names, {
+      navigate: url => navigatePopup(popup, url),
+      get closed() {
+        return !popup || popup.closed;
+      },
+      close: () => closePopup(popup)
+    });
   }
 
   /** Test button: the popup opens at once when consent is already known to be needed. */

@@ -157,6 +157,7 @@ function PanelView(props: { controller: Controller }): JSX.Element {
       return next;
     });
   const configError = model.info?.config_error;
+  const needing = controller.needingConsent().length;
   return (
     <div className="jp-ConnAuth-panelBody">
       <div className="jp-ConnAuth-toolbar">
@@ -176,6 +177,16 @@ function PanelView(props: { controller: Controller }): JSX.Element {
             onClick={() => setForm({ existing: null })}
           >
             <addIcon.react tag="span" />
+          </button>
+        )}
+        {needing > 0 && (
+          <button
+            className="jp-Button jp-mod-styled jp-ConnAuth-action jp-ConnAuth-authorizeAll"
+            disabled={controller.chain.running}
+            onClick={() => void controller.authorizeAll()}
+            title="Sign in for every connection that needs your consent, one after the other in one popup"
+          >
+            Authorize all ({needing})
           </button>
         )}
       </div>

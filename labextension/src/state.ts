@@ -53,7 +53,7 @@ export interface ITimers {
   now(): number;
 }
 
-const realTimers: ITimers = {
+export const realTimers: ITimers = {
   setTimeout: (fn, ms) => setTimeout(fn, ms),
   clearTimeout: h => clearTimeout(h as ReturnType<typeof setTimeout>),
   now: () => Date.now()
