@@ -8,16 +8,17 @@ skipped locally and fail in CI (``CI`` set), so a broken CI image cannot pass si
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.e2e.lab import EMAIL, REPO, SF_RESOURCE, JupyterLab
+from tests.idp_fixture import TestIdP, default_client, free_port
+from tests.servers.snowflake.fixture import SnowflakeServer
+
 ARTIFACTS = REPO / "artifacts" / "e2e"
 
 CHROMIUM_ARGS = [
@@ -76,27 +77,65 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
-def through_idp(page: Any, login: str, done: str, wait_ms: int = 90_000) -> None:
-    """The IdP's login and consent pages, filled as ``login`` would (any password),
-    until the page's URL matches the regular expression ``done``."""
-    deadline = time.monotonic() + wait_ms / 1000
-    page.wait_for_load_state("domcontentloaded", timeout=wait_ms)
-    while not re.search(done, page.url):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{login} is stuck at {page.url} (waiting for {done})")
-        name = page.locator("input[name=login]")
-        submit = page.locator("button[type=submit]")
-        before = page.url
-        try:
-            if name.count():
-                name.fill(login)
-                page.locator("input[name=password]").fill("any-password")
-                submit.first.click()
-            elif submit.count() and "/interaction/" in page.url:
-                submit.first.click()
-            else:
-                time.sleep(0.2)
-                continue
-            page.wait_for_url(lambda url, before=before: url != before, timeout=10_000)
-        except Exception:  # the page navigated under us (a redirect): look again
-            time.sleep(0.2)
+# ------------------------------------------------- JupyterLab, its IdP and warehouse (lab.py)
+
+
+@pytest.fixture
+def lab_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def e2e_dir(tmp_path: Path) -> Path:
+    return tmp_path / "e2e"
+
+
+@pytest.fixture
+def idp(lab_port: int, e2e_dir: Path) -> Iterator[TestIdP]:
+    server = TestIdP(
+        workdir=e2e_dir / "idp",
+        clients=[default_client([f"http://127.0.0.1:{lab_port}/oauth/connector/callback"])],
+        resources={SF_RESOURCE: {"audience": SF_RESOURCE, "scopes": ["session:role-any"]}},
+        extra_scopes=["sql"],
+        access_token_ttl=600,
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def snowflake(idp: TestIdP) -> Iterator[SnowflakeServer]:
+    config = {
+        "integrations": [
+            {
+                "name": "IDP_OAUTH",
+                "issuer": idp.issuer,
+                "jwks_url": idp.discovery()["jwks_uri"],
+                "audiences": [SF_RESOURCE],
+                "any_role_mode": "ENABLE",
+            }
+        ],
+        "users": {
+            EMAIL: {"name": "ALICE", "default_role": "ANALYST", "roles": ["ANALYST"]},
+            "bob@example.com": {"name": "BOB", "default_role": "ANALYST", "roles": ["ANALYST"]},
+        },
+    }
+    with SnowflakeServer(config) as server:
+        yield server
+
+
+@pytest.fixture
+def lab(
+    lab_port: int, e2e_dir: Path, idp: TestIdP, snowflake: SnowflakeServer, artifacts: Path
+) -> Iterator[JupyterLab]:
+    server = JupyterLab(e2e_dir / "lab", lab_port, artifacts / "jupyter-server.log")
+    server.write_config(idp, snowflake)
+    assert idp.client_secret
+    server.start(idp.client_secret)
+    try:
+        yield server
+    finally:
+        server.stop()

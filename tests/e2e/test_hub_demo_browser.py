@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import REPO, through_idp
+from tests.e2e.lab import REPO, through_idp
 from tests.hub.hub_fixture import CHP
 
 #: A result's footer: 'alice@example.com · snowflake · 3 rows · 0.21 s'.

@@ -20,22 +20,17 @@ from typing import Any
 import httpx2
 import pytest
 
-from tests.e2e.conftest import through_idp
-from tests.e2e.test_notebook_browser import (  # noqa: F401 - fixtures
+from tests.e2e.lab import (
     CONNECTION,
     EMAIL,
     SF_RESOURCE,
     WAIT_MS,
     JupyterLab,
-    e2e_dir,
-    idp,
-    lab,
-    lab_port,
-    snowflake,
+    Sidebar,
     step,
+    through_idp,
     wait_until,
 )
-from tests.e2e.test_sidebar_browser import Sidebar
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -62,7 +57,7 @@ def add_connections(server: JupyterLab) -> None:
 
 def test_authorize_all_three_sign_ins_in_one_popup(
     browser: Any,
-    lab: JupyterLab,  # noqa: F811 - the fixture imported above
+    lab: JupyterLab,
     artifacts: Path,
 ) -> None:
     names = [CONNECTION, *ADDED]

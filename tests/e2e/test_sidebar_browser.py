@@ -20,17 +20,13 @@ from typing import Any
 import nbformat
 import pytest
 
-from tests.e2e.conftest import through_idp
-from tests.e2e.test_notebook_browser import (  # noqa: F401 - fixtures
+from tests.e2e.lab import (
     CONNECTION,
     EMAIL,
     WAIT_MS,
     JupyterLab,
-    e2e_dir,
-    idp,
-    lab,
-    lab_port,
-    snowflake,
+    Sidebar,
+    sign_in,
     step,
     wait_until,
 )
@@ -38,45 +34,9 @@ from tests.e2e.test_notebook_browser import (  # noqa: F401 - fixtures
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(180)]
 
 
-class Sidebar:
-    """The JupyterLab page with the Connections panel open."""
-
-    def __init__(self, page: Any, artifacts: Path) -> None:
-        self.page = page
-        self.artifacts = artifacts
-        self.n = 0
-
-    def shot(self, name: str, page: Any = None) -> Path:
-        self.n += 1
-        path = self.artifacts / f"sidebar-{self.n:02d}-{name}.png"
-        (page or self.page).screenshot(path=str(path))
-        return path
-
-    @property
-    def panel(self) -> Any:
-        return self.page.locator("#jp-connauth-connections")
-
-    def card(self, name: str = CONNECTION) -> Any:
-        return self.panel.locator(f'.jp-ConnAuth-card[data-connection="{name}"]')
-
-    def status(self, name: str = CONNECTION) -> str:
-        return str(self.card(name).locator(".jp-ConnAuth-status").inner_text(timeout=5_000))
-
-    def button(self, label: str, name: str = CONNECTION) -> Any:
-        return self.card(name).locator("button.jp-ConnAuth-action", has_text=label)
-
-
-def sign_in(popup: Any, sb: Sidebar) -> None:
-    """Log in as alice and consent, until the popup shows our callback page."""
-    through_idp(popup, "alice", "/oauth/connector/callback", WAIT_MS)
-    body = popup.locator("body").inner_text(timeout=5_000)
-    assert f"Authorized as {EMAIL}" in body, body
-    sb.shot("callback", popup)
-
-
 def test_sidebar_consent_test_browse_revoke(
     browser: Any,
-    lab: JupyterLab,  # noqa: F811 - the fixture imported above
+    lab: JupyterLab,
     artifacts: Path,
 ) -> None:
     for old in artifacts.glob("sidebar-*.png"):

@@ -1,4 +1,3 @@
-# ruff: noqa: F811 - the fixtures imported from test_notebook_browser are parameters
 """The Authorize balloon as an ipywidgets widget in JupyterLab (jupyterlab-widgets), in
 headless Chromium: its live countdown, Cancel clicked while the cell waits for consent
 (one line, nothing ran, the flow cancelled at the broker), then the Authorize link:
@@ -16,18 +15,13 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from tests.e2e.test_notebook_browser import (  # noqa: F401 - fixtures
+from tests.e2e.lab import (
     CONNECTION,
     EMAIL,
     WAIT_MS,
     JupyterLab,
     Notebook,
     authorize_in_popup,
-    e2e_dir,
-    idp,
-    lab,
-    lab_port,
-    snowflake,
     step,
     wait_until,
     write_notebook,
