@@ -273,8 +273,10 @@ def write_notebook(path: Path) -> None:
     nbformat.write(nb, str(path))
 
 
-class Notebook:
-    """The JupyterLab page with test.ipynb open; every wait is bounded."""
+class LabPage:
+    """A JupyterLab page whose screenshots are numbered in the order they are taken."""
+
+    prefix = ""
 
     def __init__(self, page: Any, artifacts: Path) -> None:
         self.page = page
@@ -283,9 +285,13 @@ class Notebook:
 
     def shot(self, name: str, page: Any = None) -> Path:
         self.n += 1
-        path = self.artifacts / f"{self.n:02d}-{name}.png"
+        path = self.artifacts / f"{self.prefix}{self.n:02d}-{name}.png"
         (page or self.page).screenshot(path=str(path))
         return path
+
+
+class Notebook(LabPage):
+    """The JupyterLab page with test.ipynb open; every wait is bounded."""
 
     def cell(self, i: int) -> Any:
         return self.page.locator(".jp-Notebook .jp-Cell").nth(i)
@@ -406,19 +412,10 @@ def through_idp(page: Any, login: str, done: str, wait_ms: int = 90_000) -> None
             time.sleep(0.2)
 
 
-class Sidebar:
+class Sidebar(LabPage):
     """The JupyterLab page with the Connections panel open."""
 
-    def __init__(self, page: Any, artifacts: Path) -> None:
-        self.page = page
-        self.artifacts = artifacts
-        self.n = 0
-
-    def shot(self, name: str, page: Any = None) -> Path:
-        self.n += 1
-        path = self.artifacts / f"sidebar-{self.n:02d}-{name}.png"
-        (page or self.page).screenshot(path=str(path))
-        return path
+    prefix = "sidebar-"
 
     @property
     def panel(self) -> Any:
