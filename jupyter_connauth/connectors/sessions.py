@@ -306,8 +306,11 @@ class SessionManager:
                         if known is None:
                             raise
                         raise known from None
-                # The warehouse no longer knows the session: nothing ran. Reconnect once.
+                # The warehouse no longer knows the session: nothing ran. Reconnect once,
+                # closing the old one first: the warehouse's answer does not matter, the
+                # driver's side (its HTTP pool, its exit hook, our renewer) goes with it.
                 log.info("jupyter-connauth: %s session gone; reconnecting", lease.info.name)
+                _close(session)
                 session = self._open(slot, lease, refetch, fetch, rejected)
             raise AssertionError("unreachable")
         finally:
