@@ -351,9 +351,8 @@ def test_bigquery_streamed_result_equals_the_drivers_whole_result(bq: Any, keys:
     df = connector.query_pandas(client, sql)
     whole = connector.to_pandas(connector.query_arrow(client, sql))
     pd.testing.assert_frame_equal(df, whole)
-    assert [str(t) for t in df.dtypes] == [
-        "Int64", "Int64", "boolean", "datetime64[us, UTC]", "str", "object",
-    ]  # fmt: skip
+    dtypes = [str(t) for t in df.dtypes]  # name: str (pandas 3) or object (pandas 2)
+    assert dtypes[:4] + dtypes[5:] == ["Int64", "Int64", "boolean", "datetime64[us, UTC]", "object"]
     assert df["late_int"][:15000].notna().all() and df["late_int"].isna().any()
     assert {str(d) for d in df["late_scale"]} == {"2.500", "1.125"}
     no_rows = sql.replace("ORDER BY", "WHERE id < 0 ORDER BY")

@@ -249,12 +249,7 @@ class BigQueryConnector(Connector):
         progress: Progress | None = None,
     ) -> pa.Table:
         rows = self._run(conn, sql, params, max_rows, progress)
-        reader = self._reader(conn)
-        if reader is None:
-            table: pa.Table = rows.to_arrow(create_bqstorage_client=False)
-        else:
-            table = rows.to_arrow(bqstorage_client=reader)
-        return table
+        return self._download(rows, self._reader(conn))
 
     def query_pandas(
         self,
@@ -282,9 +277,13 @@ class BigQueryConnector(Connector):
 
     @staticmethod
     def _download(rows: Any, reader: Any) -> pa.Table:
-        if reader is None:
-            return rows.to_arrow(create_bqstorage_client=False)
-        return rows.to_arrow(bqstorage_client=reader)
+        """The whole result as Arrow: REST pages (no reader) or the Storage Read API."""
+        table: pa.Table = (
+            rows.to_arrow(create_bqstorage_client=False)
+            if reader is None
+            else rows.to_arrow(bqstorage_client=reader)
+        )
+        return table
 
     def _reader(self, conn: Any) -> Any:
         """The Storage Read API client of this BigQuery client (one gRPC channel per
