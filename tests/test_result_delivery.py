@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from jupyter_connauth.connectors import get_connector
 from jupyter_connauth.connectors.base import ConnectionInfo, Credential
+from jupyter_connauth.connectors.streaming import SMALL_ROWS
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -134,6 +135,20 @@ def test_snowflake_chunked_result_equals_inline(keys: Keys) -> None:
     with _sf_server(keys, result_inline_rows=10 * ROWS) as sf_inline:
         inline = _query(_sf_info(sf_inline), token, sql)
         inline_stats = sf_inline.stats()
+        # a result of exactly one Arrow batch, of more rows than SMALL_ROWS
+        connector = get_connector("snowflake")
+        conn = connector.connect(_sf_info(sf_inline), Credential(token, time.time() + 900))
+        one = f"{sql} LIMIT 2048"
+        try:
+            cur = conn.cursor()
+            cur.execute(one)
+            assert [b.num_rows for b in cur.fetch_arrow_batches()] == [2048] > [SMALL_ROWS]
+            cur.close()
+            single = connector.query_pandas(conn, one)
+            whole = connector.to_pandas(connector.query_arrow(conn, one))
+        finally:
+            connector.close(conn)
+    pd.testing.assert_frame_equal(single, whole)
     # 1000 rows inline, then 49,000 in 5 chunks of ≤ 10,000, each downloaded once
     assert stats["results_chunked"] == 1 and stats["chunks_created"] == 5
     assert stats["chunk_downloads"] == 5 and stats["chunk_rejected"] == 0
@@ -163,14 +178,14 @@ def test_snowflake_chunk_urls_expire_like_presigned_urls(keys: Keys) -> None:
 #: against the driver's all-at-once conversion of the same result. Chunks of 10,000 rows:
 #: nulls in an INTEGER and a BOOLEAN column only from row 30,000 on (the column's dtype
 #: changes after earlier chunks were converted: float64 and object, as for the whole
-#: column), a NUMBER(12,2) column (float64), a result of one batch, an empty one.
+#: column), a NUMBER(12,2) column (float64), a small result, an empty one.
 SF_STREAM_QUERIES = {
     "late nulls": (
         "SELECT ID, CASE WHEN ID >= 30000 AND ID % 7 = 0 THEN NULL ELSE ID END AS LATE_INT, "
         "CASE WHEN ID >= 30000 AND ID % 5 = 0 THEN NULL ELSE FLAG END AS LATE_BOOL, "
         "AMOUNT, NAME, NOTE, CREATED_AT, DAY FROM BIG ORDER BY ID"
     ),
-    "one batch": "SELECT * FROM BIG ORDER BY ID LIMIT 10",
+    "small": "SELECT * FROM BIG ORDER BY ID LIMIT 10",  # converted whole (≤ SMALL_ROWS)
     "empty": "SELECT * FROM BIG WHERE ID < 0",
 }
 
@@ -201,7 +216,7 @@ def test_snowflake_streamed_result_equals_the_drivers_whole_result(
                 assert [str(t) for t in df.dtypes[1:3]] == ["float64", "object"]
                 assert df["LATE_INT"].isna().sum() > 0 and df["LATE_INT"][:30000].notna().all()
                 assert set(map(type, df["LATE_BOOL"].dropna())) == {bool}
-            elif name == "one batch":
+            elif name == "small":
                 assert downloads == 0 and len(df) == 10
             else:
                 assert len(df) == 0 and list(df.columns) == list(whole.columns)
@@ -355,6 +370,14 @@ def test_bigquery_streamed_result_equals_the_drivers_whole_result(bq: Any, keys:
     assert dtypes[:4] + dtypes[5:] == ["Int64", "Int64", "boolean", "datetime64[us, UTC]", "object"]
     assert df["late_int"][:15000].notna().all() and df["late_int"].isna().any()
     assert {str(d) for d in df["late_scale"]} == {"2.500", "1.125"}
+    # a result of exactly one Storage Read page, of more rows than SMALL_ROWS
+    one = sql.replace("ORDER BY id", "ORDER BY id LIMIT 2048")
+    before = bq.stats()["storage_result_sessions"]
+    pages = client.query(one).result().to_arrow_iterable(bqstorage_client=reader)
+    assert [b.num_rows for b in pages] == [2048] and 2048 > SMALL_ROWS
+    single = connector.query_pandas(client, one)
+    assert bq.stats()["storage_result_sessions"] == before + 2  # both read through Storage
+    pd.testing.assert_frame_equal(single, connector.to_pandas(connector.query_arrow(client, one)))
     no_rows = sql.replace("ORDER BY", "WHERE id < 0 ORDER BY")
     empty = connector.query_pandas(client, no_rows)
     whole_empty = connector.to_pandas(connector.query_arrow(client, no_rows))

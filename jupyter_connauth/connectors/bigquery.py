@@ -78,7 +78,7 @@ from .bigquery_errors import (
 )
 from .bigquery_params import query_parameter
 from .bigquery_storage import read_client, storage_installed
-from .streaming import batches_to_pandas
+from .streaming import SMALL_ROWS, batches_to_pandas
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -262,10 +262,10 @@ class BigQueryConnector(Connector):
     ) -> pd.DataFrame:
         """Through the Storage Read API, each Arrow record batch converted as it arrives
         into columns of ``total_rows`` rows (:mod:`.streaming`), so the whole result never
-        exists as Arrow and pandas at once; REST pages and empty results as before."""
+        exists as Arrow and pandas at once; REST pages, small and empty results whole."""
         rows = self._run(conn, sql, params, max_rows, progress)
         reader = self._reader(conn)
-        if reader is None or not rows.total_rows:
+        if reader is None or not rows.total_rows or rows.total_rows <= SMALL_ROWS:
             return self.to_pandas(self._download(rows, reader))
         return batches_to_pandas(
             rows.to_arrow_iterable(bqstorage_client=reader),

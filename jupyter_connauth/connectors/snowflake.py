@@ -46,7 +46,7 @@ from .snowflake_errors import (
     translate,
 )
 from .snowflake_sql import SnowflakeParams, bind, named_to_qmark
-from .streaming import batches_to_pandas
+from .streaming import SMALL_ROWS, batches_to_pandas
 
 __all__ = [
     "CONNECTOR",
@@ -357,10 +357,10 @@ class SnowflakeConnector(Connector):
 def _fetch_pandas(cur: Any, stop: threading.Event) -> pd.DataFrame:
     """The result as pandas, one Arrow batch (one downloaded chunk) at a time into
     columns of ``rowcount`` rows (:mod:`.streaming`), so the whole result never exists
-    as Arrow and pandas at once; an empty result through ``fetch_pandas_all`` (its
-    dtypes from the result's column metadata)."""
+    as Arrow and pandas at once; small and empty results through ``fetch_pandas_all``
+    (an empty one's dtypes come from the result's column metadata)."""
     rows = cur.rowcount
-    if rows == 0:
+    if isinstance(rows, int) and 0 <= rows <= SMALL_ROWS:
         return cur.fetch_pandas_all(**PANDAS_OPTIONS)
     return batches_to_pandas(
         cur.fetch_arrow_batches(),

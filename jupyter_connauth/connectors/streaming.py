@@ -40,6 +40,11 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
+#: Results of at most this many rows (when the driver announces the count) are converted
+#: whole, as before: for them the per-batch bookkeeping costs more time than the memory
+#: it saves (Snowflake SELECT 1: 8.16 vs 7.68 ms, medians of 400 interleaved queries).
+SMALL_ROWS = 1_000
+
 #: ``Table.to_pandas(types_mapper=...)``: an Arrow type → a pandas dtype (or None).
 TypesMapper = Callable[["pa.DataType"], Any]
 
