@@ -30,7 +30,8 @@ only and ``refresh()`` raises :class:`ConsentRequired` (code ``token_rejected``)
 :meth:`BigQueryConnector.is_auth_error` is True for it.
 
 Results come through ``RowIterator.to_arrow()`` (REST pages parsed to Arrow, or the
-Storage Read API); :meth:`BigQueryConnector.query_pandas` converts that table itself,
+Storage Read API; :meth:`BigQueryConnector.query_pandas` converts the Storage API's
+record batches one at a time as they arrive, :mod:`.streaming`) and are converted here,
 which avoids the deprecated ``to_dataframe()`` (google-cloud-bigquery 3.47 warns on
 every call) and gives these dtypes: INT64 → ``Int64`` (nullable), BOOL → ``boolean``,
 FLOAT64 → ``float64``, STRING → pandas' string dtype, TIMESTAMP →
@@ -65,7 +66,7 @@ from .base import (
     with_token,
 )
 from .bigquery_credentials import broker_credentials, token_rejected
-from .bigquery_dtypes import arrow_to_pandas
+from .bigquery_dtypes import NumericScales, arrow_to_pandas, types_mapper
 from .bigquery_errors import (
     endpoint_of,
     exception_chain,
@@ -77,6 +78,7 @@ from .bigquery_errors import (
 )
 from .bigquery_params import query_parameter
 from .bigquery_storage import read_client, storage_installed
+from .streaming import SMALL_ROWS, batches_to_pandas
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -247,18 +249,53 @@ class BigQueryConnector(Connector):
         progress: Progress | None = None,
     ) -> pa.Table:
         rows = self._run(conn, sql, params, max_rows, progress)
+        return self._download(rows, self._reader(conn))
+
+    def query_pandas(
+        self,
+        conn: Any,
+        sql: str,
+        params: Params = None,
+        *,
+        max_rows: int | None = None,
+        progress: Progress | None = None,
+    ) -> pd.DataFrame:
+        """Through the Storage Read API, each Arrow record batch converted as it arrives
+        into columns of ``total_rows`` rows (:mod:`.streaming`), so the whole result never
+        exists as Arrow and pandas at once; REST pages, small and empty results whole."""
+        rows = self._run(conn, sql, params, max_rows, progress)
+        reader = self._reader(conn)
+        if reader is None or not rows.total_rows or rows.total_rows <= SMALL_ROWS:
+            return self.to_pandas(self._download(rows, reader))
+        return batches_to_pandas(
+            rows.to_arrow_iterable(bqstorage_client=reader),
+            rows=int(rows.total_rows),
+            types_mapper=types_mapper(),
+            adjust=NumericScales(),
+            empty=lambda: self.to_pandas(self._download(rows, reader)),
+        )
+
+    @staticmethod
+    def _download(rows: Any, reader: Any) -> pa.Table:
+        """The whole result as Arrow: REST pages (no reader) or the Storage Read API."""
+        table: pa.Table = (
+            rows.to_arrow(create_bqstorage_client=False)
+            if reader is None
+            else rows.to_arrow(bqstorage_client=reader)
+        )
+        return table
+
+    def _reader(self, conn: Any) -> Any:
+        """The Storage Read API client of this BigQuery client (one gRPC channel per
+        client), or None when the Storage API is off or not installed (REST pages)."""
         settings = self._settings_for(conn)
         if not (settings.use_storage_api and storage_installed()):
-            table: pa.Table = rows.to_arrow(create_bqstorage_client=False)
-        elif settings.storage_api_endpoint:
-            endpoint = str(settings.storage_api_endpoint)
-            reader = self._read_clients.get(conn)
-            if reader is None:  # one gRPC channel per BigQuery client
-                reader = self._read_clients[conn] = read_client(conn, endpoint)
-            table = rows.to_arrow(bqstorage_client=reader)
-        else:
-            table = rows.to_arrow(create_bqstorage_client=True)
-        return table
+            return None
+        reader = self._read_clients.get(conn)
+        if reader is None:
+            endpoint = settings.storage_api_endpoint
+            reader = self._read_clients[conn] = read_client(conn, endpoint and str(endpoint))
+        return reader
 
     def to_pandas(self, table: pa.Table) -> pd.DataFrame:
         return arrow_to_pandas(table)

@@ -27,11 +27,16 @@ def storage_installed() -> bool:
         return False
 
 
-def read_client(client: Any, endpoint: str) -> Any:
-    """A ``BigQueryReadClient`` at ``endpoint`` with ``client``'s credentials."""
+def read_client(client: Any, endpoint: str | None = None) -> Any:
+    """A ``BigQueryReadClient`` at ``endpoint`` (None: Google's) with ``client``'s
+    credentials."""
     from google.cloud import bigquery_storage_v1
 
     credentials = client._credentials  # the credentials the BigQuery client was built with
+    if endpoint is None:
+        return bigquery_storage_v1.BigQueryReadClient(  # type: ignore[no-untyped-call]
+            credentials=credentials
+        )
     if not endpoint.startswith("http://"):
         return bigquery_storage_v1.BigQueryReadClient(  # type: ignore[no-untyped-call]
             credentials=credentials, client_options={"api_endpoint": endpoint}

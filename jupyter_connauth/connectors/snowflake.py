@@ -46,6 +46,7 @@ from .snowflake_errors import (
     translate,
 )
 from .snowflake_sql import SnowflakeParams, bind, named_to_qmark
+from .streaming import SMALL_ROWS, batches_to_pandas
 
 __all__ = [
     "CONNECTOR",
@@ -130,7 +131,7 @@ class SnowflakeConnector(Connector):
             params,
             max_rows,
             progress,
-            lambda cur: cur.fetch_arrow_all(force_return_table=True),
+            lambda cur, stop: cur.fetch_arrow_all(force_return_table=True),
             lambda t: int(t.num_rows),
         )
         return table
@@ -150,7 +151,7 @@ class SnowflakeConnector(Connector):
             params,
             max_rows,
             progress,
-            lambda cur: cur.fetch_pandas_all(**PANDAS_OPTIONS),
+            _fetch_pandas,
             len,
         )
         return df
@@ -162,18 +163,21 @@ class SnowflakeConnector(Connector):
         params: SnowflakeParams,
         max_rows: int | None,
         progress: Progress | None,
-        fetch: Callable[[Any], T],
+        fetch: Callable[[Any, threading.Event], T],
         count: Callable[[T], int],
     ) -> T:
         operation, bound = bind(sql, params)
         cur = conn.cursor()
+        stop = threading.Event()  # set on Ctrl-C: the fetch stops between batches
         try:
             if progress is not None:
                 progress("running")
             if bound is None:
-                self._interruptible(lambda: cur.execute(operation), conn, cur, progress)
+                self._interruptible(lambda: cur.execute(operation), conn, cur, progress, stop)
             else:
-                self._interruptible(lambda: cur.execute(operation, bound), conn, cur, progress)
+                self._interruptible(
+                    lambda: cur.execute(operation, bound), conn, cur, progress, stop
+                )
             note_query_id(progress, getattr(cur, "sfqid", None))
             rows = cur.rowcount
             known = isinstance(rows, int) and rows >= 0
@@ -181,7 +185,7 @@ class SnowflakeConnector(Connector):
                 raise self._too_many(rows, max_rows)
             if progress is not None:
                 progress(f"fetching {rows:,} rows" if known else "fetching")
-            result = self._interruptible(lambda: fetch(cur), conn, cur, progress)
+            result = self._interruptible(lambda: fetch(cur, stop), conn, cur, progress, stop)
             if max_rows is not None and not known and count(result) > max_rows:
                 raise self._too_many(count(result), max_rows)
             return result
@@ -196,11 +200,17 @@ class SnowflakeConnector(Connector):
         )
 
     def _interruptible(
-        self, fn: Callable[[], T], conn: Any, cur: Any, progress: Progress | None
+        self,
+        fn: Callable[[], T],
+        conn: Any,
+        cur: Any,
+        progress: Progress | None,
+        stop: threading.Event,
     ) -> T:
         """Run a blocking driver call in a worker thread so Ctrl-C reaches the kernel at
         once (connector 5.x blocks in native code with the GIL released); on
-        KeyboardInterrupt cancel the query at Snowflake, then re-raise."""
+        KeyboardInterrupt set ``stop`` (a fetch stops before its next batch), cancel the
+        query at Snowflake, then re-raise."""
         box: dict[str, Any] = {}
         done = threading.Event()
 
@@ -217,6 +227,7 @@ class SnowflakeConnector(Connector):
             while not done.wait(0.1):
                 pass
         except KeyboardInterrupt:
+            stop.set()
             if progress is not None:
                 progress("cancelling")
             self.cancel(conn, cur)
@@ -341,6 +352,22 @@ class SnowflakeConnector(Connector):
 
     def translate_error(self, exc: BaseException, info: ConnectionInfo) -> ConnAuthError | None:
         return translate(exc, info)
+
+
+def _fetch_pandas(cur: Any, stop: threading.Event) -> pd.DataFrame:
+    """The result as pandas, one Arrow batch (one downloaded chunk) at a time into
+    columns of ``rowcount`` rows (:mod:`.streaming`), so the whole result never exists
+    as Arrow and pandas at once; small and empty results through ``fetch_pandas_all``
+    (an empty one's dtypes come from the result's column metadata)."""
+    rows = cur.rowcount
+    if isinstance(rows, int) and 0 <= rows <= SMALL_ROWS:
+        return cur.fetch_pandas_all(**PANDAS_OPTIONS)
+    return batches_to_pandas(
+        cur.fetch_arrow_batches(),
+        rows=rows if isinstance(rows, int) and rows > 0 else None,
+        empty=lambda: cur.fetch_pandas_all(**PANDAS_OPTIONS),
+        stop=stop,
+    )
 
 
 CONNECTOR = SnowflakeConnector()

@@ -643,6 +643,8 @@ class ConnAuthApp:
                 self.tokens.touch(_session_token(scope))  # a long query is activity
         if path.startswith("/__results__/") and method == "GET":
             headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+            if self.results.settings.chunk_delay:  # a slow object store (tests of Ctrl-C)
+                await asyncio.sleep(self.results.settings.chunk_delay)
             status, out, blob = self.results.serve(path, scope.get("query_string", b""), headers)
             return await send_raw(send, status, out, blob)
         if path == "/session" and method == "POST":

@@ -51,13 +51,15 @@ SSE_KEY_MD5 = "x-amz-server-side-encryption-customer-key-md5"
 @dataclass
 class ChunkSettings:
     """Config keys ``result_inline_rows``, ``result_chunk_rows``, ``result_chunk_gzip``,
-    ``result_url_ttl``, ``result_store_bytes``."""
+    ``result_url_ttl``, ``result_store_bytes``, ``result_chunk_delay`` (seconds before
+    each chunk download is answered: a slow object store)."""
 
     inline_rows: int = 8192
     chunk_rows: int = 131072
     gzip: bool = True
     url_ttl: int = 21600
     store_bytes: int = 2 << 30
+    chunk_delay: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ChunkSettings:
@@ -67,6 +69,7 @@ class ChunkSettings:
             gzip=bool(d.get("result_chunk_gzip", True)),
             url_ttl=int(d.get("result_url_ttl", 21600)),
             store_bytes=int(d.get("result_store_bytes", 2 << 30)),
+            chunk_delay=float(d.get("result_chunk_delay", 0.0)),
         )
 
 
