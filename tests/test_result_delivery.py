@@ -9,23 +9,20 @@ they served, which shows the driver really took that path.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
 import pandas as pd
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from jupyter_connauth.connectors import get_connector
 from jupyter_connauth.connectors.base import ConnectionInfo, Credential
 from jupyter_connauth.connectors.streaming import SMALL_ROWS
+from tests.servers.keys import JwksServer, new_key, public_pem, rsa_jwk
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -35,38 +32,16 @@ ISSUER = "https://idp.results.test"
 
 
 class Keys:
-    """One RSA key, its JWKS served over local HTTP, and a token minter."""
+    """One RSA key, its JWKS served over local HTTP (tests/servers/keys.py), a minter."""
 
     def __init__(self) -> None:
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
-        jwk.update(kid="k1", use="sig", alg="RS256")
-        self.jwks = {"keys": [jwk]}
-        body = json.dumps(self.jwks).encode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.jwks_url = f"http://127.0.0.1:{self.httpd.server_port}/jwks"
+        self.key = new_key()
+        self.jwks = {"keys": [rsa_jwk(self.key, "k1")]}
+        self.server = JwksServer(self.jwks["keys"], "/jwks").start()
+        self.jwks_url = self.server.url
 
     def pem(self) -> str:
-        return (
-            self.key.public_key()
-            .public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-            .decode()
-        )
+        return public_pem(self.key)
 
     def token(self, aud: str, email: str = ALICE, **claims: Any) -> str:
         now = int(time.time())
@@ -79,8 +54,7 @@ class Keys:
 def keys() -> Iterator[Keys]:
     k = Keys()
     yield k
-    k.httpd.shutdown()
-    k.httpd.server_close()
+    k.server.close()
 
 
 def _query(info: ConnectionInfo, token: str, sql: str) -> pd.DataFrame:
