@@ -100,6 +100,19 @@ async def test_two_idps_one_callback(jp_fetch, consent, idp, google_idp, redirec
     assert (await api(jp_fetch, "connections", "sales"))["status"] == "authorized"
 
 
+async def test_info_names_the_providers_with_their_templates(jp_fetch):
+    """The sidebar's edit form offers c.ConnAuth.providers, each with its own flavour's
+    scope templates (Google's for a Google provider, not the top-level Entra's)."""
+    info = await api(jp_fetch, "info")
+    assert info["flavour"] == "azure"
+    by_name = {p["name"]: p for p in info["providers"]}
+    assert by_name["google"]["flavour"] == "google"
+    assert by_name["google"]["scope_templates"]["bigquery/oauth"] == [BQ]
+    assert info["scope_templates"]["bigquery/oauth"] != by_name["google"]["scope_templates"][
+        "bigquery/oauth"
+    ]
+
+
 async def test_provider_state_cannot_cross(jp_fetch, consent, idp, google_idp):
     """The one callback finds the flow by its state, and the flow's connection the IdP
     that exchanges the code: the Google app's client, never the top-level one."""

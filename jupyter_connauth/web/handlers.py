@@ -27,7 +27,7 @@ from ..broker.principal import Principal
 from ..broker.rejection import Rejection
 from ..broker.warehouse import WarehouseCalls
 from ..core.errors import AccessDenied
-from ..core.flavours import scope_templates
+from ..core.flavours import Flavour, scope_templates
 from .http import JSONAPIMixin
 from .pages import CALLBACK_HEADERS, callback_page, render_callback
 
@@ -118,6 +118,19 @@ class InfoHandler(BrokerHandler):
                 "config_error": b.config_error.to_json() if b.config_error else None,
                 "allow_api_connections": b.config.allow_api_connections,
                 "scope_templates": scope_templates(b.flavour),
+                # c.ConnAuth.providers: what a connection's ``provider`` may name, each
+                # with its flavour's scope templates (the edit form's templates)
+                "providers": [
+                    {
+                        "name": name,
+                        "flavour": lane.provider.flavour.name,
+                        "scope_templates": scope_templates(
+                            cast(Flavour, lane.provider.flavour.name)
+                        ),
+                    }
+                    for name, lane in b.lanes.items()
+                    if name
+                ],
                 "login_passthrough": who.login_token is not None,
             }
         )

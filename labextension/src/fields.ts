@@ -3,7 +3,7 @@
  * and the default scope templates (jupyter_connauth/core/flavours.py).
  */
 
-import { AuthMode, ConnectorName, Flavour } from './types';
+import { AuthMode, ConnectorName, Flavour, IInfo } from './types';
 
 export interface IField {
   key: string;
@@ -122,4 +122,27 @@ export function sameScopes(a: string[], b: string[]): boolean {
   const sa = new Set(a);
   const sb = new Set(b);
   return sa.size === sb.size && [...sa].every(s => sb.has(s));
+}
+
+export const FLAVOUR_LABELS: Record<Flavour, string> = {
+  azure: 'Azure (Entra ID)',
+  google: 'Google',
+  okta: 'Okta',
+  keycloak: 'Keycloak',
+  oidc: 'OIDC'
+};
+
+/**
+ * The flavour and scope templates of the identity provider a connection names
+ * (`provider`, a name of c.ConnAuth.providers), or of the top-level one.
+ */
+export function providerRules(
+  info: IInfo | null | undefined,
+  provider: string
+): { flavour: Flavour; templates?: Record<string, string[] | null> } {
+  const named = provider ? info?.providers?.find(p => p.name === provider) : undefined;
+  if (named) {
+    return { flavour: named.flavour, templates: named.scope_templates };
+  }
+  return { flavour: info?.flavour ?? 'oidc', templates: info?.scope_templates };
 }

@@ -10,7 +10,9 @@ import {
   CONNECTOR_FIELDS,
   CONNECTOR_LABELS,
   defaultScopes,
+  FLAVOUR_LABELS,
   parseScopes,
+  providerRules,
   sameScopes
 } from './fields';
 import { fieldError } from './format';
@@ -36,6 +38,7 @@ interface IFormState {
   description: string;
   resource: string;
   jwtAudience: string;
+  provider: string;
   keyFile: { name: string; pem: string } | null;
 }
 
@@ -50,6 +53,7 @@ function initial(existing: IConnectionStatus | null): IFormState {
     description: existing?.description ?? '',
     resource: existing?.resource ?? '',
     jwtAudience: existing?.jwt_audience ?? '',
+    provider: existing?.provider ?? '',
     keyFile: null
   };
 }
@@ -65,9 +69,9 @@ function FieldError(props: { error?: string }): JSX.Element | null {
 export function ConnectionForm(props: IFormProps): JSX.Element {
   const { controller, existing, onDone } = props;
   const model = controller.model;
-  const flavour = model.info?.flavour ?? 'oidc';
-  const templates = model.info?.scope_templates;
   const [s, setS] = React.useState<IFormState>(() => initial(existing));
+  const providers = model.info?.providers ?? [];
+  const { flavour, templates } = providerRules(model.info, s.provider);
   const [errors, setErrors] = React.useState<Record<string, string>>({});
   const [general, setGeneral] = React.useState<ApiError | null>(null);
   const [busy, setBusy] = React.useState<string | null>(null);
@@ -83,7 +87,9 @@ export function ConnectionForm(props: IFormProps): JSX.Element {
   const scopes = s.scopesTouched ? s.scopes : (template ?? []).join(' ');
   const scopesChanged =
     !!existing &&
-    (!sameScopes(parseScopes(scopes), existing.scopes ?? []) || s.auth !== existing.auth);
+    (!sameScopes(parseScopes(scopes), existing.scopes ?? []) ||
+      s.auth !== existing.auth ||
+      s.provider !== (existing.provider ?? ''));
 
   const set = (patch: Partial<IFormState>) => setS(prev => ({ ...prev, ...patch }));
   const setParam = (key: string, value: string) =>
@@ -124,6 +130,9 @@ export function ConnectionForm(props: IFormProps): JSX.Element {
     }
     if (s.auth === 'oauth-jwt' && s.jwtAudience.trim()) {
       out.jwt_audience = s.jwtAudience.trim();
+    }
+    if (s.provider) {
+      out.provider = s.provider;
     }
     return out;
   }
@@ -312,6 +321,25 @@ export function ConnectionForm(props: IFormProps): JSX.Element {
         </select>
         <FieldError error={errors.auth} />
       </label>
+      {providers.length > 0 && (
+        <label className="jp-ConnAuth-field">
+          <span>Identity provider</span>
+          <select
+            className="jp-mod-styled"
+            name="provider"
+            value={s.provider}
+            onChange={e => set({ provider: e.currentTarget.value })}
+          >
+            <option value="">Default ({FLAVOUR_LABELS[model.info?.flavour ?? 'oidc']})</option>
+            {providers.map(p => (
+              <option key={p.name} value={p.name}>
+                {p.name} ({FLAVOUR_LABELS[p.flavour] ?? p.flavour})
+              </option>
+            ))}
+          </select>
+          <FieldError error={errors.provider} />
+        </label>
+      )}
       {s.auth === 'oauth-jwt' && (
         <>
           <label className="jp-ConnAuth-field">
@@ -362,7 +390,7 @@ export function ConnectionForm(props: IFormProps): JSX.Element {
         <span className="jp-ConnAuth-hint">
           {PASS_THROUGH.includes(s.auth)
             ? 'The scopes of the exchanged token; no popup for users.'
-            : `Template for ${s.connector} with ${flavour === 'azure' ? 'Azure (Entra ID)' : 'OIDC'}.`}
+            : `Template for ${s.connector} with ${FLAVOUR_LABELS[flavour] ?? flavour}.`}
           {s.scopesTouched && template && !sameScopes(parseScopes(scopes), template) && (
             <>
               {' '}
@@ -378,7 +406,7 @@ export function ConnectionForm(props: IFormProps): JSX.Element {
         </span>
         {scopesChanged && (
           <div className="jp-ConnAuth-warn jp-ConnAuth-scopeWarning" role="status">
-            Changing the scopes or auth asks every user to consent again.
+            Changing the scopes, auth or identity provider asks every user to consent again.
           </div>
         )}
         <FieldError error={errors.scopes} />

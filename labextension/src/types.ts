@@ -5,7 +5,7 @@
 
 export type ConnectorName = 'bigquery' | 'databricks' | 'snowflake';
 export type AuthMode = 'oauth' | 'oauth-jwt' | 'on-behalf-of' | 'token-exchange';
-export type Flavour = 'azure' | 'oidc';
+export type Flavour = 'azure' | 'google' | 'okta' | 'keycloak' | 'oidc';
 
 /** `GET connections` items: a connection and this user's status. */
 export interface IConnectionStatus {
@@ -20,6 +20,8 @@ export interface IConnectionStatus {
   editable?: boolean;
   resource?: string;
   jwt_audience?: string;
+  /** A name of c.ConnAuth.providers; absent: the top-level identity provider. */
+  provider?: string;
   jwt_user_claim?: string;
   private_key_configured?: boolean;
   // authorized
@@ -36,6 +38,12 @@ export interface IConnectionStatus {
   fix?: string | null;
 }
 
+export interface IProviderInfo {
+  name: string;
+  flavour: Flavour;
+  scope_templates: Record<string, string[] | null>;
+}
+
 export interface IInfo {
   version?: string;
   user?: string;
@@ -45,8 +53,10 @@ export interface IInfo {
   client_id?: string | null;
   config_error?: IErrorBody | null;
   allow_api_connections?: boolean;
-  /** Not (yet) in the API: the default scopes per connector for this flavour. */
+  /** The default scopes per "connector/auth" for this flavour. */
   scope_templates?: Record<string, string[] | null>;
+  /** c.ConnAuth.providers: the identity providers a connection may name instead. */
+  providers?: IProviderInfo[];
 }
 
 /** `consent_required` answers of token / test / browse. */

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { defaultScopes, parseScopes, sameScopes } from '../src/fields';
+import { defaultScopes, parseScopes, providerRules, sameScopes } from '../src/fields';
 import { fieldError, formatTime, statusLine } from '../src/format';
 import { qualifiedName, queryCell } from '../src/sql';
 import { ApiError } from '../src/types';
@@ -86,4 +86,22 @@ test("a scope change of a connection the user may edit is not blamed on an admin
     statusLine({ ...changed, editable: true }).text,
     "Consent needed: the connection's scopes or auth were changed in its settings"
   );
+});
+
+test('the templates of the identity provider a connection names', () => {
+  const google = { 'bigquery/oauth': ['https://www.googleapis.com/auth/bigquery'] };
+  const entra = { 'bigquery/oauth': ['https://bigquery.googleapis.com/.default', 'offline_access'] };
+  const info = {
+    flavour: 'azure' as const,
+    scope_templates: entra,
+    providers: [{ name: 'google', flavour: 'google' as const, scope_templates: google }]
+  };
+  assert.deepEqual(providerRules(info, ''), { flavour: 'azure', templates: entra });
+  assert.deepEqual(providerRules(info, 'google'), { flavour: 'google', templates: google });
+  // a name the server no longer knows: the top-level provider's rules, not a crash
+  assert.deepEqual(providerRules(info, 'gone'), { flavour: 'azure', templates: entra });
+  assert.deepEqual(providerRules(undefined, ''), { flavour: 'oidc', templates: undefined });
+  assert.deepEqual(defaultScopes('bigquery', 'google', 'oauth', providerRules(info, 'google').templates), [
+    'https://www.googleapis.com/auth/bigquery'
+  ]);
 });

@@ -120,6 +120,10 @@ class JupyterLab:
             f"c.ConnAuth.public_url = {self.url!r}",
             f"c.ConnAuth.store_path = {str(self.store_path)!r}",
             f"c.ConnAuth.connections = {connections!r}",
+            # a second, Entra-flavoured provider (the same IdP): the sidebar's form offers
+            # it, with its own scope templates
+            f"c.ConnAuth.providers = {{'entra': {{'discovery_url': {idp.discovery_url!r}, "
+            f"'client_id': {idp.client_id!r}, 'flavour': 'azure'}}}}",
         ]
         self.config_dir.mkdir(parents=True, exist_ok=True)
         (self.config_dir / "jupyter_server_config.py").write_text("\n".join(lines) + "\n")

@@ -132,6 +132,15 @@ def test_sidebar_consent_test_browse_revoke(
             form.locator(".jp-ConnAuth-fieldError", has_text="required for BigQuery").wait_for()
             scopes = form.locator("textarea[name=scopes]")
             assert scopes.input_value() == "https://www.googleapis.com/auth/bigquery"  # OIDC
+            # another identity provider (c.ConnAuth.providers): its flavour's template
+            provider = form.locator("select[name=provider]")
+            provider.select_option("entra")
+            form.get_by_text("Template for bigquery with Azure (Entra ID).").wait_for()
+            entra = "https://bigquery.googleapis.com/.default offline_access"
+            assert scopes.input_value() == entra
+            provider.select_option("")
+            form.get_by_text("Template for bigquery with OIDC.").wait_for()
+            assert scopes.input_value() == "https://www.googleapis.com/auth/bigquery"
             form.locator("input[name=project]").fill("acme-analytics")
             sb.shot("add-form")
             form.locator("button[type=submit]").click()
