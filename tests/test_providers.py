@@ -108,9 +108,10 @@ async def test_info_names_the_providers_with_their_templates(jp_fetch):
     by_name = {p["name"]: p for p in info["providers"]}
     assert by_name["google"]["flavour"] == "google"
     assert by_name["google"]["scope_templates"]["bigquery/oauth"] == [BQ]
-    assert info["scope_templates"]["bigquery/oauth"] != by_name["google"]["scope_templates"][
-        "bigquery/oauth"
-    ]
+    assert (
+        info["scope_templates"]["bigquery/oauth"]
+        != by_name["google"]["scope_templates"]["bigquery/oauth"]
+    )
 
 
 async def test_provider_state_cannot_cross(jp_fetch, consent, idp, google_idp):
