@@ -5,13 +5,19 @@ never a traceback, and the query is cancelled at the local Databricks warehouse.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from tests.idp_fixture import TestIdP
 from tests.kernel_session import KernelSession
 from tests.servers.databricks.fixture import DatabricksServer
-from tests.test_sessions_kernel import idp_config, lake, warehouse  # noqa: F401 - fixtures
+from tests.warehouses import DBX, SALES, USERS, idp_config, lake, trusting  # noqa: F401
+
+#: Databricks holds ExecuteStatement's answer while it waits for direct results; the
+#: interrupt below lands in that wait, before the driver knows the statement's id.
+DIRECT_RESULTS_WAIT_S = 3.0
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -20,7 +26,16 @@ SLOW = "SELECT count(*) FROM range(200000) a(x), range(200000) b(y) WHERE x + y 
 
 
 @pytest.fixture
-def connections(warehouse: DatabricksServer) -> dict[str, Any]:  # noqa: F811
+def warehouse(idp: TestIdP) -> Iterator[DatabricksServer]:
+    config = trusting(
+        idp, DBX, users=USERS, sales_rows=SALES, direct_results_wait_s=DIRECT_RESULTS_WAIT_S
+    )
+    with DatabricksServer(config) as srv:
+        yield srv
+
+
+@pytest.fixture
+def connections(warehouse: DatabricksServer) -> dict[str, Any]:
     return {"lake": lake(warehouse)}
 
 
@@ -31,7 +46,7 @@ def one_line(cell: Any) -> str:
     return str(lines[0])
 
 
-async def test_ctrl_c_is_one_line(jp_fetch, jp_serverapp, jp_auth_header, warehouse):  # noqa: F811
+async def test_ctrl_c_is_one_line(jp_fetch, jp_serverapp, jp_auth_header, warehouse):
     kernel = KernelSession(jp_fetch, jp_serverapp, jp_auth_header)
     async with kernel:
         await kernel.ok("%load_ext jupyter_connauth")
@@ -45,7 +60,8 @@ async def test_ctrl_c_is_one_line(jp_fetch, jp_serverapp, jp_auth_header, wareho
         assert warehouse.stats()["statements"] == 0
         assert "/auth?" not in str(cell.outputs[-2:])  # the balloon dropped its link
 
-        # 2. during a query: cancelled at the warehouse
+        # 2. during a query, even before the warehouse has answered ExecuteStatement:
+        # cancelled at the warehouse once its answer names the statement
         await kernel.ok("%%sql_connector lake\nSELECT 1 AS one")  # consent (signs in)
         running = asyncio.ensure_future(kernel.run(f"%%sql_connector lake\n{SLOW}"))
         await kernel.interrupt_when(running, "running query", after=1.0)

@@ -16,9 +16,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from ..core.errors import ConnAuthError, DriverMissing
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -129,6 +131,45 @@ def in_worker(job: Callable[[], None]) -> None:
         worker = _Worker()
         worker.start()
     worker.jobs.put(job)
+
+
+#: How long an interrupted query waits for the cancel request and the driver call.
+CANCEL_GRACE_SECONDS = 5.0
+
+
+def interruptible(fn: Callable[[], T], on_interrupt: Callable[[], None]) -> T:
+    """Run a blocking driver call on a worker thread so Ctrl-C reaches the kernel at once
+    (drivers block in native code with the GIL released, or in a socket read that the
+    interrupt would cut, losing the answer that names the statement to cancel); on
+    KeyboardInterrupt call ``on_interrupt`` (cancel at the warehouse), give the driver
+    call ``CANCEL_GRACE_SECONDS`` to end, then re-raise."""
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the calling thread
+            box["error"] = exc
+        finally:
+            done.set()
+
+    in_worker(work)
+    try:
+        while not done.wait(0.1):
+            pass
+    except KeyboardInterrupt:
+        on_interrupt()
+        done.wait(CANCEL_GRACE_SECONDS)
+        raise
+    if "error" in box:
+        error: BaseException = box.pop("error")
+        try:
+            raise error
+        finally:
+            del error
+    value: T = box.pop("value")
+    return value
 
 
 class Connector(ABC):

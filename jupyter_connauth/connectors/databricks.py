@@ -39,17 +39,20 @@ we do not; real warehouses send large results through CloudFetch links instead.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import ConfigError, ConnAuthError, TooManyRows
 from .base import (
+    CANCEL_GRACE_SECONDS,
     ConnectionInfo,
     Connector,
     Credential,
     Params,
     Progress,
     Renew,
+    interruptible,
     note_query_id,
     with_token,
 )
@@ -100,6 +103,13 @@ def _close_cursor(cursor: Any) -> None:
 
 
 def _cancel(cursor: Any) -> None:
+    """Cancel the cursor's statement. Interrupted during ``execute``, the driver learns
+    the statement's id only when ExecuteStatement answers (the warehouse may hold that
+    answer for its direct results, seconds on a busy warehouse): wait for it, since a
+    cancel without it is a no-op and the statement would run on."""
+    deadline = time.monotonic() + CANCEL_GRACE_SECONDS
+    while getattr(cursor, "active_command_id", True) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
     try:
         cursor.cancel()
     except Exception as exc:  # the interrupt matters more than the cancel's outcome
@@ -192,19 +202,19 @@ class DatabricksConnector(Connector):
         parameters = _parameters(params)
         cursor = conn.cursor()
         try:
-            try:
-                _report(progress, "running query")
-                cursor.execute(sql, parameters)
-                note_query_id(progress, getattr(cursor, "query_id", None))
-                _report(progress, "fetching results")
-                if max_rows is None:
-                    table = cursor.fetchall_arrow()
-                else:
-                    table = cursor.fetchmany_arrow(max_rows + 1)
-            except KeyboardInterrupt:
+
+            def on_interrupt() -> None:
                 _report(progress, "cancelling")
                 _cancel(cursor)
-                raise
+
+            _report(progress, "running query")
+            interruptible(lambda: cursor.execute(sql, parameters), on_interrupt)
+            note_query_id(progress, getattr(cursor, "query_id", None))
+            _report(progress, "fetching results")
+            if max_rows is None:
+                table = interruptible(cursor.fetchall_arrow, on_interrupt)
+            else:
+                table = interruptible(lambda: cursor.fetchmany_arrow(max_rows + 1), on_interrupt)
         finally:
             _close_cursor(cursor)
         if max_rows is not None and table.num_rows > max_rows:

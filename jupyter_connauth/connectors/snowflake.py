@@ -27,13 +27,14 @@ from ..core.errors import (
     WarehouseUnreachable,
 )
 from .base import (
+    CANCEL_GRACE_SECONDS,
     PANDAS_OPTIONS,
     ConnectionInfo,
     Connector,
     Credential,
     Progress,
     Renew,
-    in_worker,
+    interruptible,
     note_query_id,
     with_token,
 )
@@ -69,9 +70,6 @@ T = TypeVar("T")
 #: Connection parameters passed to ``snowflake.connector.connect`` when present
 #: (``host``: a PrivateLink or other non-default host name for the account).
 SESSION_PARAMS = ("warehouse", "database", "schema", "role", "host")
-
-#: How long an interrupted query waits for the cancel request and the driver call.
-CANCEL_GRACE_SECONDS = 5.0
 
 
 def _quote_ident(name: str) -> str:
@@ -207,40 +205,16 @@ class SnowflakeConnector(Connector):
         progress: Progress | None,
         stop: threading.Event,
     ) -> T:
-        """Run a blocking driver call in a worker thread so Ctrl-C reaches the kernel at
-        once (connector 5.x blocks in native code with the GIL released); on
-        KeyboardInterrupt set ``stop`` (a fetch stops before its next batch), cancel the
-        query at Snowflake, then re-raise."""
-        box: dict[str, Any] = {}
-        done = threading.Event()
+        """:func:`~.base.interruptible`; on Ctrl-C ``stop`` is set (a fetch stops before
+        its next batch) and the query is cancelled at Snowflake."""
 
-        def work() -> None:
-            try:
-                box["value"] = fn()
-            except BaseException as exc:  # handed to the calling thread
-                box["error"] = exc
-            finally:
-                done.set()
-
-        in_worker(work)
-        try:
-            while not done.wait(0.1):
-                pass
-        except KeyboardInterrupt:
+        def on_interrupt() -> None:
             stop.set()
             if progress is not None:
                 progress("cancelling")
             self.cancel(conn, cur)
-            done.wait(CANCEL_GRACE_SECONDS)
-            raise
-        if "error" in box:
-            error: BaseException = box.pop("error")
-            try:
-                raise error
-            finally:
-                del error
-        value: T = box.pop("value")
-        return value
+
+        return interruptible(fn, on_interrupt)
 
     def cancel(self, conn: Any, cur: Any) -> str | None:
         """Best effort: abort the cursor's query by id (when the driver knows it), else
