@@ -208,13 +208,18 @@ class DatabricksConnector(Connector):
                 _cancel(cursor)
 
             _report(progress, "running query")
+            # on a worker thread: an interrupt must not cut ExecuteStatement's answer
             interruptible(lambda: cursor.execute(sql, parameters), on_interrupt)
             note_query_id(progress, getattr(cursor, "query_id", None))
             _report(progress, "fetching results")
-            if max_rows is None:
-                table = interruptible(cursor.fetchall_arrow, on_interrupt)
-            else:
-                table = interruptible(lambda: cursor.fetchmany_arrow(max_rows + 1), on_interrupt)
+            try:  # the statement's id is known now: cancel from this thread
+                if max_rows is None:
+                    table = cursor.fetchall_arrow()
+                else:
+                    table = cursor.fetchmany_arrow(max_rows + 1)
+            except KeyboardInterrupt:
+                on_interrupt()
+                raise
         finally:
             _close_cursor(cursor)
         if max_rows is not None and table.num_rows > max_rows:
