@@ -29,6 +29,7 @@ peak than ``fetchall_arrow().to_pandas()`` (benchmarks/README.md).
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -231,17 +232,22 @@ TRIM_BYTES = 16 << 20
 
 
 def _trimmer() -> _Trim:
+    return _Trim(_malloc_trim())
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, looked up once per process (None elsewhere: musl, macOS)."""
     import ctypes
     import sys
 
     if not sys.platform.startswith("linux"):
-        return _Trim(None)
+        return None
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        malloc_trim: Callable[[int], int] = libc.malloc_trim  # glibc only (not musl)
+        malloc_trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):
-        return _Trim(None)
-    return _Trim(malloc_trim)
+        return None
+    return malloc_trim
 
 
 def _pool() -> pa.MemoryPool:

@@ -140,7 +140,7 @@ def kernel() -> Kernel:
     global _current
     key = (os.environ.get(URL_ENV), os.environ.get(TOKEN_ENV))
     with _lock:
-        stale = _current is not None and getattr(_current[1].client, "closed", False)
+        stale = _current is not None and _current[1].client.closed
         if _current is None or _current[0] != key or stale:
             _current = (key, Kernel(connect_broker()))
         return _current[1]

@@ -15,6 +15,7 @@ import html
 import json
 import re
 import sys
+import threading
 import time
 from typing import Any
 
@@ -129,10 +130,15 @@ def in_ipython() -> bool:
 class Balloon(LiveOutput):
     """Shows the balloon."""
 
+    #: Whether the countdown is redrawn every second (a widget's is cheap to update).
+    ticks_every_second = False
+
     def __init__(self, consent: ConsentNeeded, idp: str, *, rich: bool) -> None:
         self.consent = consent
         self.idp = idp
         self.rich = rich
+        #: Set by the widget's Cancel button (never set where there is no button).
+        self.cancel_requested = threading.Event()
 
     def _bundle(self, status: str) -> dict[str, str]:
         if isinstance(self.consent, DeviceCode):  # RFC 8628: a code to enter elsewhere
@@ -204,13 +210,13 @@ def wait_for_consent(
     Ctrl-C (an interrupt) stop waiting and cancel the flow at the broker.
     """
     balloon = _balloon(consent, idp, rich)
-    cancelled = getattr(balloon, "cancel_requested", None)
     deadline = time.monotonic() + min(timeout, max(1.0, consent.expires_at - time.time()))
     shown_at = -1
     try:
         while True:
             left = int(deadline - time.monotonic())
-            if left != shown_at and (cancelled or left % 5 == 0 or shown_at < 0 or left < 10):
+            tick = balloon.ticks_every_second or left % 5 == 0 or left < 10
+            if left != shown_at and (tick or shown_at < 0):
                 balloon.show(f"Waiting for you to sign in… {left // 60}:{left % 60:02d} left")
                 shown_at = left
             flow = client.flow(consent.flow_id)
@@ -232,12 +238,10 @@ def wait_for_consent(
                     "(%config ConnAuthMagics.wait_timeout = seconds)",
                     code="flow_timeout",
                 )
-            if cancelled is not None and cancelled.wait(interval):
+            if balloon.cancel_requested.wait(interval):
                 _cancel_at_broker(client, consent)
                 balloon.gone()
                 raise Cancelled(NOTHING_RAN)
-            if cancelled is None:
-                time.sleep(interval)
     except KeyboardInterrupt:
         _cancel_at_broker(client, consent)
         balloon.closed("authorization cancelled")

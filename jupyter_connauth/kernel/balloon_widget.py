@@ -25,7 +25,6 @@ widget state a frontend may save in its metadata.
 from __future__ import annotations
 
 import html
-import threading
 from importlib import metadata
 from typing import Any
 
@@ -57,11 +56,12 @@ def _click_on_any_shell(comm: Any) -> None:
 class WidgetBalloon(Balloon):
     """The balloon as a widget, with :class:`Balloon`'s HTML and text as the fallback."""
 
+    ticks_every_second = True
+
     def __init__(self, consent: ConsentNeeded, idp: str) -> None:
         super().__init__(consent, idp, rich=True)
         import ipywidgets as w
 
-        self.cancel_requested = threading.Event()
         if isinstance(consent, DeviceCode):
             from .device_prompt import device_html
 

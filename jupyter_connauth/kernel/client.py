@@ -110,6 +110,9 @@ def device_code(data: dict[str, Any]) -> DeviceCode:
 class BrokerAPI(Protocol):
     """What kernels need from a broker: over HTTP, or in-process without a server."""
 
+    #: True once the client is closed (a new one is needed to call the broker).
+    closed: bool
+
     def info(self) -> dict[str, Any]: ...
     def connections(self) -> list[dict[str, Any]]: ...
     def status(self, name: str) -> dict[str, Any]: ...
